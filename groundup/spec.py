@@ -1,0 +1,378 @@
+"""The cluster spec: every value the guide hard-codes, typed, described and validated.
+
+The spec is the one parameter of the `build-cluster` flow; the Prefect UI renders its
+fields as the run form. Validation runs before any AWS call and names the failing field.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CANONICAL_OWNER_ID = "099720109477"
+UBUNTU_LTS = {"focal": "20.04", "jammy": "22.04", "noble": "24.04"}
+_VERSION = re.compile(r"^v?\d+\.\d+\.\d+$")
+_AWS_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$")
+_REGION = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+# ELBv2 load balancer and target group names: at most 32 characters.
+MAX_NAME_LENGTH = 32
+
+
+class SpecError(ValueError):
+    """A cluster spec that cannot be built; the message names each failing field."""
+
+
+class KeyAlgorithm(str, Enum):
+    rsa2048 = "rsa-2048"
+    ecdsa_p256 = "ecdsa-p256"
+
+
+class NodeAccess(str, Enum):
+    """How the flows reach a node over SSH."""
+
+    public_ip = "public_ip"
+    private_ip = "private_ip"
+    bastion = "bastion"
+
+
+class Role(str, Enum):
+    master = "master"
+    worker = "worker"
+
+
+class CertificateSubject(BaseModel):
+    """Subject fields shared by every certificate (seed step 4, the `names` block)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    country: str = Field("UK", description="C", min_length=2, max_length=2)
+    locality: str = Field("England", description="L")
+    state: str = Field("London", description="ST")
+    organization: str = Field("Kubernetes", description="O of the CA and server certificates")
+    organizational_unit: str = Field("DAREY.IO DEVOPS", description="OU")
+
+
+class PKISettings(BaseModel):
+    """Certificate authority settings (seed step 4, ca-config.json and ca-csr.json)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: CertificateSubject = Field(default_factory=CertificateSubject, description="Certificate subject")
+    ca_common_name: str = Field("Kubernetes", description="CN of the certificate authority")
+    validity_hours: int = Field(8760, gt=0, le=87600, description="Validity of every certificate, in hours")
+    key_algorithm: KeyAlgorithm = Field(KeyAlgorithm.rsa2048, description="Key algorithm of every key")
+
+
+class SSHSettings(BaseModel):
+    """How the flows reach the nodes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user: str = Field("ubuntu", description="Login user on the nodes")
+    access: NodeAccess = Field(
+        NodeAccess.public_ip,
+        description="Address the flows connect to: the instance's public IP (AWS), its private IP "
+        "(the local sandbox, or a runner inside the VPC) or a bastion host",
+    )
+    bastion: str | None = Field(None, description="user@host:port of a bastion, when access is 'bastion'")
+    port: int = Field(22, ge=1, le=65535, description="SSH port on the nodes")
+
+
+class Node(BaseModel):
+    """One instance of the cluster, with everything derived from the spec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    index: int
+    name: str = Field(description="Instance name tag, e.g. k8s-cluster-from-ground-up-worker-0")
+    short_name: str = Field(description="master-0, worker-2: the user-data name")
+    private_ip: IPv4Address
+    hostname: str = Field(description="EC2 private DNS host name, ip-172-31-0-20")
+    pod_cidr: IPv4Network | None = None
+
+    @property
+    def user_data(self) -> str:
+        """The seed's user-data string (`name=...|pod-cidr=...`)."""
+        if self.pod_cidr is None:
+            return f"name={self.short_name}"
+        return f"name={self.short_name}|pod-cidr={self.pod_cidr}"
+
+
+Cidr = Annotated[IPv4Network, Field(description="IPv4 CIDR block")]
+
+
+class ClusterSpec(BaseModel):
+    """A self-managed Kubernetes cluster on EC2, built the way the guide builds it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        "k8s-cluster-from-ground-up",
+        description="Cluster name: Name tag, key pair, security group, NLB and target group name",
+    )
+    region: str = Field("us-east-2", description="AWS region")
+    vpc_cidr: Cidr = Field(IPv4Network("172.31.0.0/16"), description="VPC CIDR block")
+    subnet_cidr: Cidr = Field(IPv4Network("172.31.0.0/24"), description="The cluster's subnet, inside the VPC")
+    master_count: int = Field(3, ge=1, le=7, description="Control-plane nodes (etcd members): odd")
+    worker_count: int = Field(3, ge=0, le=250, description="Worker nodes")
+    master_ips: list[IPv4Address] | None = Field(
+        None, description="Private IP per master; default: subnet .10, .11, ..."
+    )
+    worker_ips: list[IPv4Address] | None = Field(
+        None, description="Private IP per worker; default: subnet .20, .21, ..."
+    )
+    pod_cidr: Cidr = Field(IPv4Network("172.20.0.0/16"), description="Cluster pod range, outside the VPC")
+    worker_pod_cidrs: list[IPv4Network] | None = Field(
+        None, description="Pod CIDR per worker; default: 172.20.i.0/24 inside pod_cidr"
+    )
+    service_cidr: Cidr = Field(IPv4Network("10.32.0.0/24"), description="Service cluster IP range")
+    cluster_domain: str = Field("cluster.local", description="Cluster DNS domain")
+    instance_type: str = Field("t2.micro", description="EC2 instance type of every node")
+    ubuntu_release: str = Field("noble", description="Ubuntu LTS codename or version: focal, jammy, noble")
+    kubernetes_version: str = Field("1.32.3", description="Kubernetes release")
+    etcd_version: str = Field("3.5.17", description="etcd release")
+    associate_public_ip: bool = Field(True, description="Give every instance a public IP (the seed does)")
+    ssh_ingress_cidrs: list[IPv4Network] = Field(
+        [IPv4Network("0.0.0.0/0")], description="Who may reach port 22 (the seed: anywhere)"
+    )
+    api_ingress_cidrs: list[IPv4Network] = Field(
+        [IPv4Network("0.0.0.0/0")], description="Who may reach the API on 6443"
+    )
+    icmp_ingress_cidrs: list[IPv4Network] = Field(
+        [IPv4Network("0.0.0.0/0")], description="Who may send ICMP"
+    )
+    ssh: SSHSettings = Field(default_factory=SSHSettings, description="How the flows reach nodes")
+    pki: PKISettings = Field(default_factory=PKISettings, description="Certificate settings")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags on every resource")
+
+    @field_validator("name")
+    @classmethod
+    def _aws_name(cls, value: str) -> str:
+        if not _AWS_NAME.match(value):
+            raise ValueError("use letters, digits and hyphens, not starting or ending with a hyphen")
+        if len(value) > MAX_NAME_LENGTH:
+            raise ValueError(f"at most {MAX_NAME_LENGTH} characters (AWS limit for load balancer names)")
+        if value.lower().startswith("internal-"):
+            raise ValueError("AWS rejects load balancer names starting with 'internal-'")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _REGION.match(value):
+            raise ValueError("not an AWS region name such as us-east-2")
+        return value
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str) -> str:
+        if not _INSTANCE_TYPE.match(value):
+            raise ValueError("not an EC2 instance type such as t3.medium")
+        return value
+
+    @field_validator("ubuntu_release")
+    @classmethod
+    def _ubuntu_release(cls, value: str) -> str:
+        by_version = {v: k for k, v in UBUNTU_LTS.items()}
+        codename = by_version.get(value, value)
+        if codename not in UBUNTU_LTS:
+            raise ValueError(f"must be a current Ubuntu LTS: {', '.join(f'{k} ({v})' for k, v in UBUNTU_LTS.items())}")
+        return codename
+
+    @field_validator("kubernetes_version", "etcd_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not _VERSION.match(value):
+            raise ValueError("must look like 1.32.3")
+        return value.lstrip("v")
+
+    @field_validator("master_count")
+    @classmethod
+    def _odd_masters(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("etcd needs an odd number of members (1, 3, 5 or 7)")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tag in value.items():
+            if not key or len(key) > 128 or key.lower().startswith("aws:"):
+                raise ValueError(f"tag key {key!r}: 1-128 characters, not starting with 'aws:'")
+            if key in ("Name",) or key.startswith("groundup/"):
+                raise ValueError(f"tag key {key!r} is set by groundup itself")
+            if len(tag) > 256:
+                raise ValueError(f"tag {key!r}: value longer than 256 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _topology(self) -> ClusterSpec:
+        errors: list[str] = []
+        if not self.subnet_cidr.subnet_of(self.vpc_cidr):
+            errors.append(f"subnet_cidr: {self.subnet_cidr} is not inside vpc_cidr {self.vpc_cidr}")
+        if not 16 <= self.vpc_cidr.prefixlen <= 28:
+            errors.append("vpc_cidr: AWS allows prefix lengths /16 to /28")
+        for field in ("pod_cidr", "service_cidr"):
+            cidr: IPv4Network = getattr(self, field)
+            if cidr.overlaps(self.vpc_cidr):
+                errors.append(f"{field}: {cidr} overlaps vpc_cidr {self.vpc_cidr}")
+        if self.pod_cidr.overlaps(self.service_cidr):
+            errors.append(f"service_cidr: {self.service_cidr} overlaps pod_cidr {self.pod_cidr}")
+        errors += self._check_ips("master_ips", self.master_ips, self.master_count)
+        errors += self._check_ips("worker_ips", self.worker_ips, self.worker_count)
+        if not errors:
+            all_ips = [n.private_ip for n in self.nodes]
+            for ip in {ip for ip in all_ips if all_ips.count(ip) > 1}:
+                errors.append(f"worker_ips: {ip} is used by more than one node (masters and workers share the subnet)")
+        errors += self._check_pod_cidrs()
+        if self.ssh.access is NodeAccess.bastion and not self.ssh.bastion:
+            errors.append("ssh.bastion: required when ssh.access is 'bastion'")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def _check_ips(self, field: str, ips: list[IPv4Address] | None, count: int) -> list[str]:
+        if ips is None:
+            first = 10 if field == "master_ips" else 20
+            last = int(self.subnet_cidr.broadcast_address) - 1
+            if int(self.subnet_cidr.network_address) + first + count - 1 > last:
+                return [f"{field}: the defaults (.{first}+i) do not fit {count} nodes in {self.subnet_cidr}"]
+            return []
+        errors = []
+        if len(ips) != count:
+            errors.append(f"{field}: {len(ips)} addresses for {count} nodes")
+        reserved = _aws_reserved(self.subnet_cidr)
+        for ip in ips:
+            if ip not in self.subnet_cidr:
+                errors.append(f"{field}: {ip} is outside subnet_cidr {self.subnet_cidr}")
+            elif ip in reserved:
+                errors.append(f"{field}: {ip} is reserved by AWS in {self.subnet_cidr}")
+        for ip in {ip for ip in ips if ips.count(ip) > 1}:
+            errors.append(f"{field}: {ip} appears more than once")
+        return errors
+
+    def _check_pod_cidrs(self) -> list[str]:
+        cidrs = self.worker_pod_cidrs
+        if cidrs is None:
+            room = 2 ** (24 - self.pod_cidr.prefixlen) if self.pod_cidr.prefixlen <= 24 else 0
+            if self.worker_count > room:
+                return [f"worker_pod_cidrs: pod_cidr {self.pod_cidr} has no room for {self.worker_count} /24s"]
+            return []
+        errors = []
+        if len(cidrs) != self.worker_count:
+            errors.append(f"worker_pod_cidrs: {len(cidrs)} ranges for {self.worker_count} workers")
+        for i, cidr in enumerate(cidrs):
+            if cidr.overlaps(self.vpc_cidr):
+                errors.append(f"worker_pod_cidrs: {cidr} overlaps vpc_cidr {self.vpc_cidr}")
+            if cidr.overlaps(self.service_cidr):
+                errors.append(f"worker_pod_cidrs: {cidr} overlaps service_cidr {self.service_cidr}")
+            if not cidr.subnet_of(self.pod_cidr):
+                errors.append(f"worker_pod_cidrs: {cidr} is outside pod_cidr {self.pod_cidr}")
+            for other in cidrs[i + 1 :]:
+                if cidr.overlaps(other):
+                    errors.append(f"worker_pod_cidrs: {cidr} overlaps {other} of another worker")
+        return errors
+
+    @property
+    def nodes(self) -> list[Node]:
+        """Masters then workers, with IPs, host names, pod CIDRs and user-data."""
+        base = int(self.subnet_cidr.network_address)
+        masters = self.master_ips or [IPv4Address(base + 10 + i) for i in range(self.master_count)]
+        workers = self.worker_ips or [IPv4Address(base + 20 + i) for i in range(self.worker_count)]
+        pods = self.worker_pod_cidrs or [
+            IPv4Network((int(self.pod_cidr.network_address) + (i << 8), 24)) for i in range(self.worker_count)
+        ]
+        nodes = [self._node(Role.master, i, ip, None) for i, ip in enumerate(masters)]
+        nodes += [self._node(Role.worker, i, ip, pods[i] if i < len(pods) else None) for i, ip in enumerate(workers)]
+        return nodes
+
+    def _node(self, role: Role, index: int, ip: IPv4Address, pod_cidr: IPv4Network | None) -> Node:
+        short = f"{role.value}-{index}"
+        return Node(
+            role=role,
+            index=index,
+            name=f"{self.name}-{short}",
+            short_name=short,
+            private_ip=ip,
+            hostname="ip-" + str(ip).replace(".", "-"),
+            pod_cidr=pod_cidr,
+        )
+
+    @property
+    def masters(self) -> list[Node]:
+        return [n for n in self.nodes if n.role is Role.master]
+
+    @property
+    def workers(self) -> list[Node]:
+        return [n for n in self.nodes if n.role is Role.worker]
+
+    @property
+    def ubuntu_version(self) -> str:
+        return UBUNTU_LTS[self.ubuntu_release]
+
+    @property
+    def kubernetes_service_ip(self) -> IPv4Address:
+        """First address of the service range: the `kubernetes` service, a SAN of the apiserver."""
+        return self.service_cidr.network_address + 1
+
+    @property
+    def cluster_dns_ip(self) -> IPv4Address:
+        return self.service_cidr.network_address + 10
+
+    @property
+    def internal_domain(self) -> str:
+        """The DHCP domain name the seed sets: `<region>.compute.internal` (us-east-1: ec2.internal)."""
+        return "ec2.internal" if self.region == "us-east-1" else f"{self.region}.compute.internal"
+
+
+def _aws_reserved(subnet: IPv4Network) -> set[IPv4Address]:
+    """AWS reserves the first four addresses and the last one of every subnet."""
+    first = subnet.network_address
+    return {first, first + 1, first + 2, first + 3, subnet.broadcast_address}
+
+
+def parse_spec(data: dict) -> ClusterSpec:
+    """Validate a spec mapping, raising SpecError with one line per failing field."""
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc)) from None
+
+
+def format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "invalid cluster spec:\n  " + "\n  ".join(lines)
+
+
+def load_spec(path: str | Path) -> ClusterSpec:
+    """Read and validate a YAML spec file."""
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a cluster spec is a mapping of fields")
+    return parse_spec(data)
+
+
+def node_by_name(spec: ClusterSpec, short_name: str) -> Node:
+    for node in spec.nodes:
+        if node.short_name == short_name:
+            return node
+    raise KeyError(short_name)
+
+
+PHASES: tuple[str, ...] = ("network", "compute", "pki", "distribute", "bootstrap", "smoke")
