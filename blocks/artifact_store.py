@@ -4,16 +4,22 @@ Layout under the block: `<cluster>/pki/...`, `<cluster>/kubeconfigs/...`,
 `<cluster>/encryption-config.yaml`, `<cluster>/ssh/...`. Everything that holds key material is
 encrypted at rest with a passphrase kept in a Prefect Secret block: private keys as PKCS#8
 (readable by openssl with the passphrase), other secret files whole (scrypt + Fernet).
+
+Writes are atomic: on a LocalFileSystem through a temporary file and a rename, on S3 because a
+PUT creates the object whole or not at all. Point the store at S3 with `blocks/setup.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import re
 import secrets
 import tempfile
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
@@ -22,12 +28,19 @@ from prefect.filesystems import LocalFileSystem, WritableFileSystem
 
 STORE_BLOCK = "groundup-artifacts"
 PASSPHRASE_BLOCK = "groundup-artifacts-passphrase"
+FILESYSTEM_BLOCK_TYPES = ("s3-bucket", "local-file-system", "remote-file-system", "smb")
+"""Block types `load_filesystem` looks for under the name `groundup-artifacts`, in this order."""
 _MAGIC = b"groundup-encrypted-v1\n"
 _SALT_BYTES = 16
+_CLUSTER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
 
 class ArtifactError(RuntimeError):
     """An artifact is missing, corrupt, or cannot be decrypted."""
+
+
+class ArtifactNotFound(ArtifactError, FileNotFoundError):
+    """No artifact at that path."""
 
 
 @lru_cache(maxsize=64)
@@ -37,6 +50,7 @@ def _fernet(passphrase: bytes, salt: bytes) -> Fernet:
 
 
 def encrypt(data: bytes, passphrase: bytes) -> bytes:
+    """Encrypt whole: magic line, random salt, Fernet token under an scrypt-derived key."""
     salt = secrets.token_bytes(_SALT_BYTES)
     return _MAGIC + salt + _fernet(passphrase, salt).encrypt(data)
 
@@ -48,30 +62,42 @@ def decrypt(blob: bytes, passphrase: bytes) -> bytes:
     try:
         return _fernet(passphrase, salt).decrypt(blob[len(_MAGIC) + _SALT_BYTES :])
     except InvalidToken:
-        raise ArtifactError("cannot decrypt artifact: wrong passphrase or corrupt file") from None
+        raise ArtifactError(
+            f"cannot decrypt artifact: wrong passphrase (Prefect Secret block {PASSPHRASE_BLOCK!r}) or corrupt file"
+        ) from None
+
+
+def is_encrypted(blob: bytes) -> bool:
+    return blob.startswith(_MAGIC)
 
 
 class ArtifactStore:
     """A cluster's artifacts in a Prefect filesystem block, secrets encrypted."""
 
     def __init__(self, filesystem: WritableFileSystem, cluster: str, passphrase: bytes) -> None:
+        if not _CLUSTER.match(cluster):
+            raise ValueError(f"cluster name {cluster!r}: use letters, digits, '.', '_' and '-'")
+        if not passphrase:
+            raise ValueError("the artifact store needs a non-empty passphrase")
         self.filesystem = filesystem
         self.cluster = cluster
         self._passphrase = passphrase
 
+    def __repr__(self) -> str:
+        return f"ArtifactStore({type(self.filesystem).__name__}, cluster={self.cluster!r})"
+
     def path(self, relpath: str) -> str:
         """The storage path of an artifact: `<cluster>/<relpath>`."""
-        return f"{self.cluster}/{relpath.lstrip('/')}"
+        parts = PurePosixPath(relpath.lstrip("/")).parts
+        if not parts or any(p in ("..", ".") for p in parts) or "\\" in relpath:
+            raise ValueError(f"{relpath!r}: artifact paths are relative, without '.' or '..'")
+        return "/".join((self.cluster, *parts))
 
     def exists(self, relpath: str) -> bool:
         try:
             self._read(self.path(relpath))
-        except (FileNotFoundError, ValueError, ArtifactError):
+        except ArtifactNotFound:
             return False
-        except Exception as exc:  # object stores raise their own not-found types
-            if "NoSuchKey" in repr(exc) or "Not Found" in str(exc) or "404" in str(exc):
-                return False
-            raise
         return True
 
     def write(self, relpath: str, data: bytes, *, secret: bool = False) -> str:
@@ -84,9 +110,9 @@ class ArtifactStore:
     def read(self, relpath: str) -> bytes:
         """The bytes of an artifact, decrypted if it was stored as a secret."""
         blob = self._read(self.path(relpath))
-        return decrypt(blob, self._passphrase) if blob.startswith(_MAGIC) else blob
+        return decrypt(blob, self._passphrase) if is_encrypted(blob) else blob
 
-    def write_private_key(self, relpath: str, key) -> str:
+    def write_private_key(self, relpath: str, key: Any) -> str:
         """Store a private key as passphrase-encrypted PKCS#8 PEM."""
         pem = key.private_bytes(
             serialization.Encoding.PEM,
@@ -97,26 +123,50 @@ class ArtifactStore:
         self._write(path, pem)
         return path
 
-    def read_private_key(self, relpath: str):
+    def read_private_key(self, relpath: str) -> Any:
         """Load a stored private key (a cryptography key object)."""
         pem = self._read(self.path(relpath))
+        if b"-----BEGIN ENCRYPTED PRIVATE KEY-----" not in pem:
+            raise ArtifactError(f"{relpath}: not a passphrase-encrypted PKCS#8 key; refusing a plaintext key")
         try:
             return serialization.load_pem_private_key(pem, password=self._passphrase)
         except (ValueError, TypeError) as exc:
-            raise ArtifactError(f"{relpath}: cannot load private key ({type(exc).__name__})") from None
+            raise ArtifactError(
+                f"{relpath}: cannot load private key ({type(exc).__name__}): wrong passphrase in Prefect "
+                f"Secret block {PASSPHRASE_BLOCK!r}, or a damaged file (delete it to have it reissued)"
+            ) from None
 
     def _read(self, path: str) -> bytes:
-        return _run(self.filesystem.read_path(path))
+        try:
+            return _call(self.filesystem.read_path, path)
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise ArtifactNotFound(f"{path}: not stored") from None
+            raise
 
     def _write(self, path: str, blob: bytes) -> None:
         if isinstance(self.filesystem, LocalFileSystem):
-            _atomic_local_write(Path(self.filesystem._resolve_path(path)), blob)
+            _atomic_local_write(self.filesystem, path, blob)
         else:
-            _run(self.filesystem.write_path(path, blob))
+            _call(self.filesystem.write_path, path, blob)
 
 
-def _atomic_local_write(target: Path, blob: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _is_not_found(exc: Exception) -> bool:
+    if isinstance(exc, FileNotFoundError):
+        return True
+    if isinstance(exc, ValueError) and "does not exist" in str(exc):
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        return code in ("404", "NoSuchKey", "NotFound")
+    return False
+
+
+def _atomic_local_write(filesystem: LocalFileSystem, path: str, blob: bytes) -> None:
+    target = Path(filesystem._resolve_path(path))
+    base = Path(filesystem._resolve_path(None))
+    _private_dirs(base, target.parent)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -128,19 +178,19 @@ def _atomic_local_write(target: Path, blob: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
-def _run(result):
-    """Prefect filesystem methods are sync-compatible: awaitable in async context, plain otherwise."""
-    if hasattr(result, "__await__"):
-        import asyncio
-
-        return asyncio.run(_await(result))
-    return result
-
-
-async def _await(awaitable):
-    return await awaitable
+def _private_dirs(base: Path, leaf: Path) -> None:
+    """Create `leaf` and every directory between it and `base` owner-only (0700)."""
+    missing = [d for d in [leaf, *leaf.parents] if d == base or base in d.parents]
+    for directory in reversed(missing):
+        if not directory.exists():
+            directory.mkdir(mode=0o700, exist_ok=True)
 
 
 def default_basepath() -> Path:
@@ -152,23 +202,64 @@ def load_passphrase() -> bytes:
     from prefect.blocks.system import Secret
 
     try:
-        return Secret.load(PASSPHRASE_BLOCK).get().encode()
+        return _secret_value(Secret.load(PASSPHRASE_BLOCK, _sync=True))
     except ValueError:
-        value = secrets.token_urlsafe(32)
-        Secret(value=value).save(PASSPHRASE_BLOCK, overwrite=False)
-        return Secret.load(PASSPHRASE_BLOCK).get().encode()
+        pass
+    try:
+        Secret(value=secrets.token_urlsafe(32)).save(PASSPHRASE_BLOCK, overwrite=False, _sync=True)
+    except ValueError:
+        pass  # another task created it first: use theirs
+    return _secret_value(Secret.load(PASSPHRASE_BLOCK, _sync=True))
+
+
+def _secret_value(secret: Any) -> bytes:
+    # Secret.get() would JSON-decode a passphrase that looks like a number.
+    value = secret.value.get_secret_value()
+    if not isinstance(value, str) or not value:
+        raise ArtifactError(f"Prefect Secret block {PASSPHRASE_BLOCK!r} must hold a non-empty string")
+    return value.encode()
 
 
 def load_filesystem() -> WritableFileSystem:
-    """The filesystem block named `groundup-artifacts`, or a LocalFileSystem under ~/.groundup."""
+    """The filesystem block named `groundup-artifacts`, or a LocalFileSystem at $GROUNDUP_ARTIFACTS
+    (default ~/.groundup/artifacts)."""
     from prefect.blocks.core import Block
 
     try:
-        return Block.load(STORE_BLOCK)
-    except ValueError:
-        return LocalFileSystem(basepath=str(default_basepath()))
+        import prefect_aws  # noqa: F401  (registers the s3-bucket block type)
+    except ImportError:
+        pass
+    for block_type in FILESYSTEM_BLOCK_TYPES:
+        try:
+            block = Block.load(f"{block_type}/{STORE_BLOCK}", _sync=True)
+        except ValueError:
+            continue
+        if not isinstance(block, WritableFileSystem) and not hasattr(block, "write_path"):
+            raise ArtifactError(f"block {block_type}/{STORE_BLOCK} is not a writable filesystem")
+        return block
+    return LocalFileSystem(basepath=str(default_basepath()))
 
 
 def get_store(cluster: str) -> ArtifactStore:
     """The artifact store of a cluster, as configured in Prefect."""
     return ArtifactStore(load_filesystem(), cluster, load_passphrase())
+
+
+def _call(method: Any, *args: Any) -> Any:
+    """Call a filesystem method synchronously, whether it is Prefect's sync/async dispatch or async only."""
+    if hasattr(method, "aio"):
+        return method(*args, _sync=True)
+    result = method(*args)
+    if hasattr(result, "__await__"):
+        return _await_in_thread(result)
+    return result
+
+
+def _await_in_thread(awaitable: Any) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def wait() -> Any:
+        return await awaitable
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, wait()).result()

@@ -1,0 +1,48 @@
+"""`groundup kubeconfig SPEC`: the stored admin kubeconfig, decrypted, where the user can use it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from groundup.kubeconfig import KubeconfigRequest
+from groundup.spec import ClusterSpec
+
+ADMIN_KUBECONFIG = KubeconfigRequest("admin", "admin", "admin", "").path
+
+
+def default_destination(spec: ClusterSpec) -> Path:
+    return Path.home() / ".kube" / f"{spec.name}.kubeconfig"
+
+
+def export_admin_kubeconfig(spec: ClusterSpec, dest: Path | None = None) -> Path:
+    """Write the admin kubeconfig to `dest` (default `~/.kube/<cluster>.kubeconfig`), mode 0600."""
+    from blocks.artifact_store import ArtifactNotFound, get_store
+
+    store = get_store(spec.name)
+    try:
+        data = store.read(ADMIN_KUBECONFIG)
+    except ArtifactNotFound:
+        raise FileNotFoundError(
+            f"no admin kubeconfig stored for {spec.name} ({store.path(ADMIN_KUBECONFIG)}): run build-cluster first"
+        ) from None
+    target = Path(dest).expanduser() if dest else default_destination(spec)
+    write_private_file(target, data)
+    return target
+
+
+def write_private_file(target: Path, data: bytes) -> None:
+    """Atomically replace `target` with `data`, readable by the owner only."""
+    if not target.parent.exists():
+        target.parent.mkdir(parents=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

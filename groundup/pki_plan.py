@@ -1,0 +1,62 @@
+"""What the PKI phase would change, without changing anything (for `groundup plan`). Pure."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Mapping
+
+from groundup import pki
+from groundup.artifacts import ENCRYPTION_CONFIG, Store, read_optional
+from groundup.encryption import encryption_key
+from groundup.kubeconfig import kubeconfig_change, kubeconfig_requests, wanted_kubeconfig
+from groundup.spec import ClusterSpec
+
+
+def pki_plan(
+    spec: ClusterSpec,
+    api_endpoint: str,
+    external_ips: Mapping[str, str | None],
+    store: Store,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """One line per certificate, kubeconfig or config file the PKI phase would write, with why.
+
+    An empty list means a run would reuse everything.
+    """
+    lines: list[str] = []
+    ca = pki.ca_request(spec)
+    ca_pair = pki.read_pair(store, ca)
+    ca_reason = pki.reissue_reason(ca, spec.pki, ca_pair.cert, ca_pair.key, None, now)
+    if ca_reason:
+        lines.append(f"{ca.cert_path}: issue ({ca_reason})")
+
+    reissued: set[str] = set()
+    for request in pki.leaf_requests(spec, api_endpoint, external_ips).values():
+        if ca_reason:
+            reason: str | None = "new CA"
+        else:
+            pair = pki.read_pair(store, request)
+            reason = pki.reissue_reason(request, spec.pki, pair.cert, pair.key, ca_pair.cert, now)
+        if reason:
+            reissued.add(request.name)
+            lines.append(f"{request.cert_path}: issue ({reason})")
+
+    for request in kubeconfig_requests(spec, api_endpoint).values():
+        if ca_reason or request.certificate in reissued:
+            reason = f"embeds the new {'CA' if ca_reason else request.certificate + '.pem'}"
+        else:
+            stored = read_optional(store, request.path)
+            wanted = wanted_kubeconfig(spec, request, store)
+            reason = kubeconfig_change(stored.decode() if stored is not None else None, wanted)
+        if reason:
+            lines.append(f"{request.path}: write ({reason})")
+
+    stored_config = read_optional(store, ENCRYPTION_CONFIG)
+    if stored_config is None:
+        lines.append(f"{ENCRYPTION_CONFIG}: write (new aescbc key)")
+    else:
+        try:
+            encryption_key(stored_config.decode())
+        except ValueError as exc:
+            lines.append(f"{ENCRYPTION_CONFIG}: cannot be reused ({exc}); the PKI phase will stop")
+    return lines
