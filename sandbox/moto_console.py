@@ -1,0 +1,72 @@
+"""The sandbox's moto server, whose EC2 console output is what the sandbox's cloud-init printed.
+
+moto answers GetConsoleOutput with a fixed sample text. The sandbox runs moto with one change:
+the output of an instance is the file `<console_dir>/<instance_id>` when the sandbox's cloud-init
+agent wrote one (with the node's `BEGIN SSH HOST KEY KEYS` block), so the flows read host keys from
+the console output exactly as they do on AWS.
+
+Run as `python -m sandbox.moto_console --console-dir DIR -H 127.0.0.1 -p PORT`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sandbox.moto import MotoServer, free_port, moto_environment, wait_for_moto
+
+
+def _install_console_output(console_dir: Path) -> None:
+    from moto.core.responses import ActionResult
+    from moto.core.utils import utcnow
+    from moto.ec2.responses import general
+    from moto.ec2.utils import Base64EncodedString
+
+    def get_console_output(self) -> ActionResult:
+        instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+        path = console_dir / instance.id
+        text = path.read_text() if path.is_file() else general.SAMPLE_CONSOLE_OUTPUT
+        return ActionResult({
+            "InstanceId": instance.id,
+            "Timestamp": utcnow(),
+            "Output": Base64EncodedString.from_raw_string(text),
+        })
+
+    general.General.get_console_output = get_console_output
+
+
+def start_sandbox_moto(state_dir: Path, console_dir: Path, host: str = "127.0.0.1",
+                       port: int | None = None, log: Path | None = None,
+                       timeout: float = 30.0) -> MotoServer:
+    """Start the console-aware moto server on loopback and wait until it answers."""
+    if not host.startswith("127."):
+        raise ValueError("the moto server listens on loopback only")
+    console_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port(host)
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox.moto_console", "--console-dir", str(console_dir),
+         "-H", host, "-p", str(port)],
+        env=moto_environment(state_dir),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    server = MotoServer(host, port, process)
+    wait_for_moto(server.endpoint, timeout, process)
+    return server
+
+
+def main(argv: list[str]) -> None:
+    console_dir = Path(argv[argv.index("--console-dir") + 1])
+    rest = [a for i, a in enumerate(argv) if a != "--console-dir" and argv[i - 1 : i] != ["--console-dir"]]
+    _install_console_output(console_dir)
+    from moto.server import main as moto_main
+
+    moto_main(rest)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,139 @@
+"""The sandbox's network: one host bridge on the cluster subnet and one namespace per node.
+
+Each node's namespace holds `eth0` (the peer of a host veth plugged into the bridge) with the
+node's private IP and no default route, so nothing a node sends can leave the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+BRIDGE = "gu-br0"
+PREFIX = "gu-"
+NETNS_DIR = Path("/run/netns")
+
+
+class AddressRangeInUse(RuntimeError):
+    """The sandbox subnet overlaps an address or route the host already has."""
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def _json(*args: str) -> list[dict]:
+    out = ip("-j", *args).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def namespace_name(short_name: str) -> str:
+    return PREFIX + short_name
+
+
+def veth_name(short_name: str) -> str:
+    """The host end of a node's veth; interface names are at most 15 characters."""
+    name = "v" + PREFIX + short_name.replace("master-", "m").replace("worker-", "w")
+    if len(name) > 15:
+        raise ValueError(f"interface name {name} is longer than 15 characters")
+    return name
+
+
+def link_exists(name: str) -> bool:
+    return ip("link", "show", "dev", name, check=False).returncode == 0
+
+
+def namespace_exists(ns: str) -> bool:
+    return (NETNS_DIR / ns).exists()
+
+
+def check_range_free(subnet: IPv4Network, bridge: str = BRIDGE) -> None:
+    """Refuse a subnet that any host interface (other than our bridge) or route already uses."""
+    for link in _json("addr", "show"):
+        if link.get("ifname") == bridge:
+            continue
+        for addr in link.get("addr_info", []):
+            if addr.get("family") != "inet":
+                continue
+            net = IPv4Interface(f"{addr['local']}/{addr['prefixlen']}").network
+            if net.overlaps(subnet):
+                raise AddressRangeInUse(
+                    f"{subnet} is already in use on this host: {link['ifname']} has {addr['local']}/"
+                    f"{addr['prefixlen']}. Pick another subnet_cidr in the spec, or remove that address."
+                )
+    for route in _json("route", "show"):
+        dst = route.get("dst")
+        if not dst or dst == "default" or route.get("dev") == bridge:
+            continue
+        net = IPv4Network(dst if "/" in dst else f"{dst}/32", strict=False)
+        if net.overlaps(subnet):
+            raise AddressRangeInUse(
+                f"{subnet} is already routed on this host ({dst} dev {route.get('dev')}). "
+                "Pick another subnet_cidr in the spec, or remove that route."
+            )
+
+
+def ensure_bridge(subnet: IPv4Network, bridge: str = BRIDGE) -> IPv4Address:
+    """The host bridge with the subnet's first address; returns that address."""
+    address = subnet.network_address + 1
+    if not link_exists(bridge):
+        ip("link", "add", bridge, "type", "bridge")
+    current = {a["local"] for link in _json("addr", "show", "dev", bridge) for a in link.get("addr_info", [])}
+    if str(address) not in current:
+        ip("addr", "add", f"{address}/{subnet.prefixlen}", "dev", bridge)
+    ip("link", "set", bridge, "up")
+    return address
+
+
+def ensure_node_network(short_name: str, address: IPv4Address, subnet: IPv4Network,
+                        bridge: str = BRIDGE) -> str:
+    """A namespace whose eth0 has the node's address on the bridge; returns the namespace name."""
+    ns = namespace_name(short_name)
+    veth = veth_name(short_name)
+    if not namespace_exists(ns):
+        ip("netns", "add", ns)
+    if not link_exists(veth):
+        ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    ip("link", "set", veth, "master", bridge, "up")
+    current = {a["local"] for link in _json("-n", ns, "addr", "show", "dev", "eth0")
+               for a in link.get("addr_info", [])}
+    if str(address) not in current:
+        ip("-n", ns, "addr", "add", f"{address}/{subnet.prefixlen}", "dev", "eth0")
+    ip("-n", ns, "link", "set", "lo", "up")
+    ip("-n", ns, "link", "set", "eth0", "up")
+    return ns
+
+
+def remove_node_network(short_name: str) -> None:
+    veth = veth_name(short_name)
+    if link_exists(veth):
+        ip("link", "del", veth, check=False)
+    ns = namespace_name(short_name)
+    if namespace_exists(ns):
+        ip("netns", "del", ns, check=False)
+
+
+def sandbox_namespaces() -> list[str]:
+    """Every namespace the sandbox made (by its name prefix)."""
+    if not NETNS_DIR.exists():
+        return []
+    return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(PREFIX))
+
+
+def sandbox_links() -> list[str]:
+    """Every host interface the sandbox made: its bridge and veths."""
+    names = [link["ifname"] for link in _json("link", "show")]
+    return sorted(n for n in names if n == BRIDGE or n.startswith("v" + PREFIX))
+
+
+def remove_everything(bridge: str = BRIDGE) -> None:
+    """Delete every sandbox veth, namespace and the bridge, whatever the record says."""
+    for link in sandbox_links():
+        if link != bridge:
+            ip("link", "del", link, check=False)
+    for ns in sandbox_namespaces():
+        ip("netns", "del", ns, check=False)
+    if link_exists(bridge):
+        ip("link", "del", bridge, check=False)

@@ -1,0 +1,204 @@
+"""Sandbox nodes: an overlay of the base rootfs per node, a fresh host key, booted by systemd-nspawn.
+
+A node is the sandbox's stand-in for one EC2 instance: real systemd as PID 1 and a real sshd,
+listening on the instance's private IP inside the node's own network namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from sandbox.state import atomic_write, known_hosts_path, pid_alive
+
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+SYSCALLS = "add_key keyctl request_key bpf"
+
+
+@dataclass
+class NodeRecord:
+    """What the sandbox knows about one running node."""
+
+    short_name: str
+    role: str
+    private_ip: str
+    hostname: str
+    namespace: str
+    root: str
+    host_key: str
+    pid: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def node_dir(state: Path, short_name: str) -> Path:
+    return state / "nodes" / short_name
+
+
+def merged_dir(state: Path, short_name: str) -> Path:
+    return node_dir(state, short_name) / "merged"
+
+
+def is_mounted(path: Path) -> bool:
+    target = str(path.resolve())
+    with open("/proc/self/mountinfo") as handle:
+        return any(line.split()[4] == target for line in handle)
+
+
+def sandbox_mounts(state: Path) -> list[str]:
+    """Every mount point under the sandbox's node directories, deepest first."""
+    prefix = str((state / "nodes").resolve()) + "/"
+    with open("/proc/self/mountinfo") as handle:
+        points = [line.split()[4] for line in handle]
+    return sorted({p for p in points if p.startswith(prefix)}, key=len, reverse=True)
+
+
+def prepare_overlay(state: Path, base: Path, short_name: str) -> Path:
+    """Mount the node's overlay (lower = base rootfs) unless it is mounted; returns the merged dir."""
+    root = node_dir(state, short_name)
+    for sub in ("upper", "work", "merged", "containerd"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    merged = root / "merged"
+    if not is_mounted(merged):
+        options = f"lowerdir={base},upperdir={root / 'upper'},workdir={root / 'work'}"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)],
+                       check=True, capture_output=True, text=True)
+    return merged
+
+
+def new_host_key() -> tuple[bytes, str]:
+    """A fresh ed25519 host key: (OpenSSH private key PEM, public key line)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public
+
+
+def ensure_identity(merged: Path, hostname: str, private_ip: str) -> str:
+    """Give the node its host name and, once, its own host key; returns the public host key."""
+    (merged / "etc/hostname").write_text(hostname + "\n")
+    (merged / "etc/hosts").write_text(
+        f"127.0.0.1 localhost\n::1 localhost ip6-localhost\n{private_ip} {hostname}\n"
+    )
+    key_path = merged / "etc/ssh/ssh_host_ed25519_key"
+    pub_path = key_path.with_name(key_path.name + ".pub")
+    if not key_path.exists() or not pub_path.exists():
+        private, public = new_host_key()
+        atomic_write(key_path, private, mode=0o600)
+        atomic_write(pub_path, f"{public} root@{hostname}\n".encode(), mode=0o644)
+    return " ".join(pub_path.read_text().split()[:2])
+
+
+def nspawn_command(merged: Path, machine: str, namespace: str, containerd_dir: Path) -> list[str]:
+    """The systemd-nspawn invocation that boots a node (see notes/node-sandbox.md)."""
+    return [
+        "systemd-nspawn", "-b", "-D", str(merged), "-M", machine,
+        "--register=no", "--keep-unit", "--console=read-only",
+        f"--network-namespace-path=/run/netns/{namespace}",
+        "--capability=all", f"--system-call-filter={SYSCALLS}",
+        f"--bind={containerd_dir}:/var/lib/containerd",
+    ]
+
+
+def boot(state: Path, record: NodeRecord) -> int:
+    """Start the node's systemd-nspawn in its own session; returns its pid."""
+    root = node_dir(state, record.short_name)
+    log = open(root / "nspawn.log", "ab")
+    process = subprocess.Popen(
+        nspawn_command(Path(record.root), record.hostname, record.namespace, root / "containerd"),
+        env={**os.environ, **NSPAWN_ENV},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    (root / "nspawn.pid").write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def wait_for_ssh(address: str, port: int = 22, timeout: float = 60.0,
+                 pid: int | None = None) -> float:
+    """Wait until sshd on the node sends its banner; returns the seconds waited."""
+    started = time.monotonic()
+    while True:
+        try:
+            with socket.create_connection((address, port), timeout=2) as sock:
+                sock.settimeout(2)
+                if sock.recv(4).startswith(b"SSH-"):
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        if pid is not None and not pid_alive(pid):
+            raise RuntimeError(f"the node at {address} stopped while booting (systemd-nspawn exited)")
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"no sshd answered on {address}:{port} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def nspawn_pids(state: Path) -> list[int]:
+    """Every systemd-nspawn process booted from a sandbox node directory, known or not."""
+    marker = str((state / "nodes").resolve()) + "/"
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"systemd-nspawn") and any(a.startswith(marker.encode()) for a in argv):
+            pids.append(int(proc.name))
+    return pids
+
+
+def stop_pids(pids: list[int], timeout: float = 20.0) -> None:
+    """SIGTERM (a clean container shutdown), then SIGKILL what is left after `timeout`."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids:
+        if pid_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def unmount_all(state: Path) -> None:
+    for point in sandbox_mounts(state):
+        result = subprocess.run(["umount", point], capture_output=True)
+        if result.returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def remove_node_dirs(state: Path) -> None:
+    if sandbox_mounts(state):
+        raise RuntimeError("node overlays are still mounted; not removing their directories")
+    shutil.rmtree(state / "nodes", ignore_errors=True)
+
+
+def write_known_hosts(state: Path, nodes: list[NodeRecord]) -> None:
+    """Every node's public host key, keyed by private IP, in OpenSSH known_hosts format."""
+    lines = [f"{n.private_ip} {n.host_key}" for n in sorted(nodes, key=lambda n: n.short_name)]
+    atomic_write(known_hosts_path(state), ("\n".join(lines) + "\n").encode())
