@@ -1,0 +1,115 @@
+"""`build-cluster`: the parent flow. Phases in the guide's order; inside a phase, independent
+steps run concurrently. Every task persists its result with a cache scoped to the flow run, so
+Retry in the UI skips what completed and a new (nightly) run starts fresh."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture, wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from groundup.aws.network import ingress_rules
+from groundup.report import build_report
+from groundup.spec import ClusterSpec
+from tasks import compute, network
+
+BUILD_PHASES = ("network", "compute", "pki", "distribute")
+
+
+class PhaseFailed(RuntimeError):
+    """Some steps of a phase failed; the message lists each with its error."""
+
+
+def results(futures: dict[str, PrefectFuture], phase: str) -> dict:
+    """Wait for every future; raise one error naming each failed step after all have finished."""
+    wait(list(futures.values()))
+    failed = {}
+    values = {}
+    for key, future in futures.items():
+        state = future.state
+        if state.is_completed():
+            values[key] = future.result()
+        else:
+            failed[key] = state.message or state.name
+    if failed:
+        lines = "\n".join(f"  {key}: {why}" for key, why in failed.items())
+        raise PhaseFailed(f"{phase}: {len(failed)} of {len(futures)} steps failed (retry the run to redo only them):\n{lines}")
+    return values
+
+
+def network_phase(spec: ClusterSpec) -> dict[str, str]:
+    """Seed step 2: VPC, DHCP options, subnet, IGW, route table, SG and rules, NLB, target group, listener."""
+    vpc = network.create_vpc.submit(spec)
+    dhcp = network.configure_dhcp_options.submit(spec, vpc)
+    subnet = network.create_subnet.submit(spec, vpc)
+    igw = network.create_internet_gateway.submit(spec, vpc)
+    route_table = network.create_route_table.submit(spec, vpc, subnet, igw)
+    sg = network.create_security_group.submit(spec, vpc)
+    rules = {f"ingress {r.key}": network.authorize_ingress.submit(spec, sg, r) for r in ingress_rules(spec)}
+    lb = network.create_load_balancer.submit(spec, subnet)
+    tg = network.create_target_group.submit(spec, vpc)
+    targets = network.register_targets.submit(spec, tg)
+    listener = network.create_listener.submit(spec, lb, tg)
+    done = results(
+        {"vpc": vpc, "dhcp-options": dhcp, "subnet": subnet, "internet-gateway": igw, "route-table": route_table,
+         "security-group": sg, "load-balancer": lb, "target-group": tg, "targets": targets, "listener": listener,
+         **rules},
+        "network",
+    )
+    return {
+        "vpc_id": done["vpc"],
+        "subnet_id": done["subnet"],
+        "security_group_id": done["security-group"],
+        "route_table_id": done["route-table"],
+        "load_balancer_dns": done["load-balancer"]["dns_name"],
+    }
+
+
+def compute_phase(spec: ClusterSpec, net: dict[str, str]) -> dict[str, str]:
+    """Seed step 3: AMI, key pair, then every instance launched concurrently."""
+    ami = compute.get_ami.submit(spec)
+    key = compute.create_key_pair.submit(spec)
+    launches = {
+        node.short_name: compute.create_instance.submit(
+            spec, node.short_name, ami, net["subnet_id"], net["security_group_id"], key
+        )
+        for node in spec.nodes
+    }
+    return results(launches, "compute")
+
+
+@flow(name="build-cluster", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=False)
+def build_cluster(spec: ClusterSpec, phases: list[str] | None = None) -> dict:
+    """Build the cluster described by `spec`; `phases` limits the run to some phases (default: all)."""
+    logger = get_run_logger()
+    wanted = list(phases or BUILD_PHASES)
+    unknown = [p for p in wanted if p not in BUILD_PHASES]
+    if unknown:
+        raise ValueError(f"phases: unknown {unknown}; choose from {', '.join(BUILD_PHASES)}")
+    summary: dict = {"cluster": spec.name, "phases": wanted}
+    if "network" in wanted:
+        net = network_phase(spec)
+    else:
+        net = network.read_network.submit(spec).result()
+    summary["network"] = net
+    if "compute" in wanted:
+        summary["instances"] = compute_phase(spec, net)
+    nodes = compute.describe_nodes.submit(spec).result()
+    summary["nodes"] = nodes
+    if "pki" in wanted:
+        from tasks.pki import pki_phase
+
+        external = {name: n.get("public_ip") for name, n in nodes.items()}
+        summary["pki"] = pki_phase(spec, net["load_balancer_dns"], external)
+    if "distribute" in wanted:
+        from tasks.distribute import distribute_phase
+
+        summary["distribute"] = distribute_phase(spec)
+    create_markdown_artifact(
+        key=f"build-{spec.name}".lower(), markdown=build_report(spec, net, nodes, wanted),
+        description=f"build-cluster {spec.name}",
+    )
+    logger.info("cluster %s: phases %s done; API endpoint https://%s:6443", spec.name, ", ".join(wanted),
+                net["load_balancer_dns"])
+    return summary

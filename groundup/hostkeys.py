@@ -1,0 +1,149 @@
+"""Where a node's SSH host keys come from, and their pins in the artifact store.
+
+Order of lookup, the same on AWS and in the sandbox:
+1. the pin in the store (`ssh/host-keys/<short_name>`), if it was taken from the same instance;
+2. the instance's console output: the cloud-init `-----BEGIN SSH HOST KEY KEYS-----` block
+   (the sandbox's moto serves the sandbox's cloud-init output there too);
+3. the sandbox's own record (`$GROUNDUP_SANDBOX_STATE/known_hosts`), for a sandbox node address.
+A key found in 2 or 3 is pinned. A pin taken from another instance is replaced (the instance was
+replaced, so its keys are new); a pinned key the same instance no longer presents is refused by
+`groundup.ssh`. Nothing here imports Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
+END = "-----END SSH HOST KEY KEYS-----"
+KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+             "ssh-rsa", "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+_KEY = re.compile(r"(?<![\w-])(" + "|".join(re.escape(t) for t in KEY_TYPES) + r")\s+([A-Za-z0-9+/]+={0,2})")
+PIN_DIR = "ssh/host-keys"
+
+
+class HostKeysUnavailable(RuntimeError):
+    """No source has the node's host keys (yet)."""
+
+
+def parse_console_host_keys(output: str) -> list[str]:
+    """Host keys (`type base64`) from the last complete BEGIN/END SSH HOST KEY KEYS block.
+
+    Console lines may carry prefixes (timestamps, `ec2:`) and CRLF endings; the fingerprint block
+    cloud-init also prints is ignored. A block cut off before its END line is not used.
+    """
+    lines = output.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for line in lines:
+        if BEGIN in line:
+            current = []
+        elif END in line:
+            if current is not None:
+                blocks.append(current)
+            current = None
+        elif current is not None:
+            match = _KEY.search(line)
+            if match:
+                current.append(f"{match.group(1)} {match.group(2)}")
+    for block in reversed(blocks):
+        if block:
+            return list(dict.fromkeys(block))
+    return []
+
+
+def sandbox_host_keys(address: str, state_dir: str | Path | None = None) -> list[str]:
+    """The sandbox's record of a node's host keys, by private IP; empty outside the sandbox."""
+    root = state_dir or os.environ.get("GROUNDUP_SANDBOX_STATE")
+    if not root:
+        return []
+    path = Path(root) / "known_hosts"
+    if not path.is_file():
+        return []
+    keys = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and address in parts[0].split(","):
+            keys.append(f"{parts[1]} {parts[2]}")
+    return keys
+
+
+@dataclass(frozen=True)
+class HostKeyPin:
+    """The host keys pinned for one node, and where they were read."""
+
+    node: str
+    instance_id: str | None
+    keys: tuple[str, ...]
+    source: str
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["keys"] = list(self.keys)
+        return json.dumps(data, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, blob: bytes) -> HostKeyPin:
+        data = json.loads(blob)
+        return cls(node=data["node"], instance_id=data.get("instance_id"),
+                   keys=tuple(data["keys"]), source=data.get("source", "unknown"))
+
+
+def pin_path(short_name: str) -> str:
+    return f"{PIN_DIR}/{short_name}"
+
+
+def load_pin(store, short_name: str) -> HostKeyPin | None:
+    try:
+        blob = store.read(pin_path(short_name))
+    except FileNotFoundError:
+        return None
+    return HostKeyPin.from_json(blob)
+
+
+def save_pin(store, pin: HostKeyPin) -> None:
+    store.write(pin_path(pin.node), pin.to_json())
+
+
+def resolve_host_keys(store, short_name: str, address: str, instance_id: str | None,
+                      console_output: Callable[[str], str] | None = None, *,
+                      timeout: float = 120.0, sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic,
+                      sandbox_state: str | Path | None = None) -> HostKeyPin:
+    """The node's pinned host keys, reading and pinning them first when needed.
+
+    `console_output(instance_id)` returns the decoded EC2 console output; it is polled until the
+    host-key block appears (cloud-init prints it late in the first boot) or `timeout` passes.
+    """
+    pin = load_pin(store, short_name)
+    if pin is not None and pin.keys and (instance_id is None or pin.instance_id in (None, instance_id)):
+        return pin
+    deadline = clock() + timeout
+    delay = 1.0
+    while True:
+        keys: list[str] = []
+        source = ""
+        if console_output is not None and instance_id:
+            keys = parse_console_host_keys(console_output(instance_id) or "")
+            source = "console-output"
+        if not keys:
+            keys = sandbox_host_keys(address, sandbox_state)
+            source = "sandbox-record"
+        if keys:
+            new = HostKeyPin(node=short_name, instance_id=instance_id, keys=tuple(keys), source=source)
+            save_pin(store, new)
+            return new
+        if clock() + delay > deadline:
+            raise HostKeysUnavailable(
+                f"no host keys for {short_name} ({address}, instance {instance_id}): the console output "
+                f"has no '{BEGIN}' block after {timeout:.0f} s and the sandbox has no record of this "
+                "address. Wait for cloud-init to finish and retry."
+            )
+        sleep(delay)
+        delay = min(delay * 2, 10.0)
