@@ -18,7 +18,7 @@ import re
 import secrets
 import tempfile
 from functools import lru_cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -88,8 +88,8 @@ class ArtifactStore:
 
     def path(self, relpath: str) -> str:
         """The storage path of an artifact: `<cluster>/<relpath>`."""
-        parts = PurePosixPath(relpath.lstrip("/")).parts
-        if not parts or any(p in ("..", ".") for p in parts) or "\\" in relpath:
+        parts = relpath.lstrip("/").split("/")
+        if any(p in ("", ".", "..") for p in parts) or "\\" in relpath:
             raise ValueError(f"{relpath!r}: artifact paths are relative, without '.' or '..'")
         return "/".join((self.cluster, *parts))
 
