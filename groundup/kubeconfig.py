@@ -127,6 +127,6 @@ def ensure_kubeconfig(spec: ClusterSpec, request: KubeconfigRequest, store: Stor
     stored = read_optional(store, request.path)
     reason = kubeconfig_change(stored.decode() if stored is not None else None, wanted)
     if reason is None:
-        return Outcome(request.name, "reused", "unchanged", (store.path(request.path),))
+        return Outcome(f"{request.name}.kubeconfig", "reused", "unchanged", (store.path(request.path),))
     path = store.write(request.path, wanted.encode(), secret=True)
-    return Outcome(request.name, "written", reason, (path,))
+    return Outcome(f"{request.name}.kubeconfig", "written", reason, (path,))
