@@ -144,8 +144,9 @@ def connect(target: Target, pkey: paramiko.PKey, *, boot_timeout: float = 120.0,
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyChanged(
-                f"host key of {target.name} ({target.address}) changed: pinned {fingerprint(exc.expected_key)}, "
-                f"presented {fingerprint(exc.key)}. Refusing to connect. If the instance was replaced, "
+                f"host key of {target.name} ({target.address}) changed: pinned "
+                f"{', '.join(fingerprint(k) for k in target.host_keys)}, presented {exc.key.get_name()} "
+                f"{fingerprint(exc.key)}. Refusing to connect. If the instance was replaced, "
                 f"delete its pin (ssh/host-keys/{target.name} in the artifact store) so it is read again "
                 "from the console output; otherwise treat this as an attack."
             ) from None
@@ -284,9 +285,14 @@ class NodeSession:
             raise OSError(f"{self.target.name}: {path} has {size} bytes after upload, expected {len(data)}")
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-        self.client.close()
+        """Close the connection; closing one that already dropped is not an error."""
+        try:
+            if self._sftp is not None:
+                self._sftp.close()
+        except (EOFError, OSError, paramiko.SSHException):
+            pass
+        finally:
+            self.client.close()
 
 
 def _q(items: Iterable[str]) -> str:
