@@ -74,7 +74,7 @@ def pki_phase(spec: ClusterSpec, api_endpoint: str, external_ips: Mapping[str, s
     results = [ca.result(), encryption.result(), *(f.result() for f in leaves.values()), *(f.result() for f in kubeconfigs)]
     changed = [r["name"] for r in results if r["action"] != "reused"]
     get_run_logger().info(
-        "pki: %d artifacts, %d written%s", len(results), len(changed), f" ({', '.join(changed)})" if changed else ""
+        "pki: %d checked, %d written%s", len(results), len(changed), f" ({', '.join(changed)})" if changed else ""
     )
     prefix = f"{spec.name}/"
     return {path.removeprefix(prefix): path for r in results for path in r["paths"]}
