@@ -202,3 +202,17 @@ def write_known_hosts(state: Path, nodes: list[NodeRecord]) -> None:
     """Every node's public host key, keyed by private IP, in OpenSSH known_hosts format."""
     lines = [f"{n.private_ip} {n.host_key}" for n in sorted(nodes, key=lambda n: n.short_name)]
     atomic_write(known_hosts_path(state), ("\n".join(lines) + "\n").encode())
+
+
+def init_pid(nspawn_pid: int) -> int:
+    """The node's PID 1 (systemd), as seen from the host: the child of its systemd-nspawn."""
+    children = Path(f"/proc/{nspawn_pid}/task/{nspawn_pid}/children").read_text().split()
+    if not children:
+        raise RuntimeError(f"systemd-nspawn {nspawn_pid} has no container process")
+    return int(children[0])
+
+
+def node_exec(nspawn_pid: int, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run a command inside a node from the host, without SSH (tests, break-glass)."""
+    return subprocess.run(["nsenter", "-t", str(init_pid(nspawn_pid)), "-m", "-u", "-i", "-n", "-p", "--", *argv],
+                          capture_output=True, text=True, timeout=timeout)

@@ -60,9 +60,15 @@ def distribute_node(spec: ClusterSpec, node: str, address: str, instance_id: str
     return result.as_result()
 
 
-def distribute_phase(spec: ClusterSpec, *, boot_timeout: float = 120.0) -> dict[str, str]:
-    """Distribute to every node in parallel; returns {node: 'ok' | error}, raising if any failed."""
+def distribute_phase(spec: ClusterSpec, *, boot_timeout: float | None = None) -> dict[str, str]:
+    """Distribute to every node in parallel; returns {node: 'ok' | error}, raising if any failed.
+
+    `boot_timeout` bounds how long a node may stay unreachable (default 120 s, or
+    `$GROUNDUP_SSH_BOOT_TIMEOUT`).
+    """
     logger = get_run_logger()
+    if boot_timeout is None:
+        boot_timeout = float(os.environ.get("GROUNDUP_SSH_BOOT_TIMEOUT", "120"))
     instances = describe_nodes(make_context(spec))
     allowed = sandbox_addresses()
     results: dict[str, str] = {}

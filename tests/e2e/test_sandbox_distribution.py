@@ -1,0 +1,153 @@
+"""On the sandbox: nodes reachable with pinned host keys, build through distribution, exact file sets,
+idempotent re-runs, changed host keys refused, one unreachable node failing alone and healing on retry.
+
+The tests run in order and share the sandbox and the built cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from groundup.distribution import remote_dirs
+from groundup.ssh import parse_public_key
+from tests.e2e.conftest import REPO, SPEC, Sandbox
+
+pytestmark = pytest.mark.e2e
+
+
+def _presented_host_key(address: str) -> paramiko.PKey:
+    sock = socket.create_connection((address, 22), timeout=10)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=10)
+        return transport.get_remote_server_key()
+    finally:
+        transport.close()
+
+
+@pytest.fixture(scope="module")
+def built(sandbox: Sandbox, tmp_path_factory) -> Path:
+    """Build network, compute, pki, distribute once; export the SSH key and the expected files."""
+    result = sandbox.groundup("demo", str(SPEC))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "distribution: 6 of 6 nodes ok" in result.stdout + result.stderr
+    out = tmp_path_factory.mktemp("inspect")
+    helper = subprocess.run([sys.executable, "-m", "tests.e2e.helpers", str(SPEC), str(out)], cwd=REPO,
+                            env=sandbox.env, capture_output=True, text=True, timeout=300)
+    assert helper.returncode == 0, helper.stderr[-3000:]
+    return out
+
+
+def _ssh(sandbox: Sandbox, inspect: Path, address: str, command: str) -> subprocess.CompletedProcess:
+    """OpenSSH's client, strict host key checking against the sandbox's record."""
+    return subprocess.run(
+        ["ssh", "-i", str(inspect / "id_rsa"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+         "-o", f"UserKnownHostsFile={sandbox.state / 'known_hosts'}", "-o", "ConnectTimeout=10",
+         f"root@{address}", command],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def _remote_files(sandbox: Sandbox, inspect: Path, address: str) -> dict[str, list]:
+    dirs = " ".join(remote_dirs())
+    result = _ssh(sandbox, inspect, address,
+                  f"for f in $(find {dirs} -type f 2>/dev/null); do "
+                  "echo \"$(stat -c '%a %U %G %i %Y' $f) $(sha256sum $f)\"; done")
+    assert result.returncode == 0, result.stderr
+    files = {}
+    for line in result.stdout.splitlines():
+        mode, user, group, inode, mtime, digest, path = line.split()
+        files[path] = [int(mode, 8), user, group, digest, inode, mtime]
+    return files
+
+
+def test_every_node_runs_systemd_and_sshd_presents_the_recorded_host_key(sandbox: Sandbox) -> None:
+    nodes = sandbox.record["nodes"]
+    assert len(nodes) == 6
+    for node in nodes:
+        presented = _presented_host_key(node["private_ip"])
+        assert presented == parse_public_key(node["host_key"]), node["short_name"]
+        assert sandbox.node_exec(node["short_name"], "systemctl", "is-system-running").stdout.strip() in (
+            "running", "degraded")
+
+
+def test_every_node_has_exactly_its_role_files_with_modes_and_checksums(sandbox: Sandbox, built: Path) -> None:
+    expected = json.loads((built / "expected.json").read_text())
+    for node in sandbox.record["nodes"]:
+        actual = _remote_files(sandbox, built, node["private_ip"])
+        want = expected[node["short_name"]]
+        assert sorted(actual) == sorted(want), node["short_name"]
+        for path, (mode, digest) in want.items():
+            assert actual[path][:4] == [mode, "root", "root", digest], (node["short_name"], path)
+            if path.endswith(("-key.pem", "kubeconfig", ".kubeconfig", "encryption-config.yaml")):
+                assert mode == 0o600, path
+    masters = {n["short_name"]: n for n in sandbox.record["nodes"] if n["role"] == "master"}
+    assert "/var/lib/kubernetes/encryption-config.yaml" in expected["master-0"]
+    assert "/var/lib/kubelet/kubeconfig" in expected["worker-0"] and len(masters) == 3
+
+
+def test_a_rerun_uploads_nothing(sandbox: Sandbox, built: Path) -> None:
+    before = {n["short_name"]: _remote_files(sandbox, built, n["private_ip"]) for n in sandbox.record["nodes"]}
+    result = sandbox.groundup("demo", str(SPEC), "--phases", "distribute")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert output.count(" 0 uploaded, 0 fixed") == 6, output[-3000:]
+    after = {n["short_name"]: _remote_files(sandbox, built, n["private_ip"]) for n in sandbox.record["nodes"]}
+    assert after == before
+
+
+def test_a_changed_host_key_is_refused_and_only_that_node_fails(sandbox: Sandbox, built: Path) -> None:
+    from sandbox.nodes import new_host_key
+
+    node = sandbox.node("worker-2")
+    key = Path(node["root"]) / "etc/ssh/ssh_host_ed25519_key"
+    original = (key.read_bytes(), key.with_suffix(".pub").read_bytes())
+    private, public = new_host_key()
+    try:
+        key.write_bytes(private)
+        key.with_suffix(".pub").write_text(public + "\n")
+        assert sandbox.node_exec("worker-2", "systemctl", "restart", "ssh").returncode == 0
+        result = sandbox.groundup("demo", str(SPEC), "--phases", "distribute",
+                                  extra_env={"GROUNDUP_SSH_BOOT_TIMEOUT": "10"})
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert "distribution: 5 of 6 nodes ok" in output, output[-3000:]
+        assert "host key of worker-2 (10.240.0.22) changed" in output
+    finally:
+        key.write_bytes(original[0])
+        key.with_suffix(".pub").write_bytes(original[1])
+        sandbox.node_exec("worker-2", "systemctl", "restart", "ssh")
+
+
+def test_sshd_down_on_one_node_fails_that_node_only_and_a_retry_completes_it(
+        sandbox: Sandbox, built: Path) -> None:
+    worker, master = sandbox.node("worker-1"), sandbox.node("master-1")
+    assert _ssh(sandbox, built, worker["private_ip"], "rm /var/lib/kube-proxy/kubeconfig").returncode == 0
+    assert _ssh(sandbox, built, master["private_ip"], "rm /var/lib/kubernetes/ca.pem").returncode == 0
+    stopped = sandbox.node_exec("worker-1", "systemctl", "stop", "ssh.service", "ssh.socket")
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        result = sandbox.groundup("demo", str(SPEC), "--phases", "distribute",
+                                  extra_env={"GROUNDUP_SSH_BOOT_TIMEOUT": "5"})
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert "distribution: 5 of 6 nodes ok" in output, output[-3000:]
+        assert "worker-1: ConnectionError: cannot reach worker-1 at 10.240.0.21:22" in output
+        assert "master-1 (10.240.0.11): 1 uploaded" in output
+    finally:
+        sandbox.node_exec("worker-1", "systemctl", "start", "ssh.service")
+    retry = sandbox.groundup("demo", str(SPEC), "--phases", "distribute")
+    output = retry.stdout + retry.stderr
+    assert retry.returncode == 0, output[-3000:]
+    assert "worker-1 (10.240.0.21): 1 uploaded" in output
+    assert "master-1 (10.240.0.11): 0 uploaded" in output
+    expected = json.loads((built / "expected.json").read_text())
+    actual = _remote_files(sandbox, built, worker["private_ip"])
+    assert sorted(actual) == sorted(expected["worker-1"])
