@@ -168,6 +168,7 @@ def up(spec_path: Path, state: Path, with_prefect: bool = True, out=print) -> Up
     rootfs.build_base(state, logs / "rootfs.log")
     report.timings["rootfs"] = time.monotonic() - t
 
+    ensure_inotify_instances(len(spec.nodes), record)
     t = time.monotonic()
     node_records = start_nodes(spec, state, report)
     report.timings["nodes"] = time.monotonic() - t
@@ -205,6 +206,22 @@ def up(spec_path: Path, state: Path, with_prefect: bool = True, out=print) -> Up
     write_env_file(state, sandbox_environment(state, record))
     report.timings["total"] = time.monotonic() - started
     return report
+
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_PER_NODE = 8
+
+
+def ensure_inotify_instances(node_count: int, record: dict) -> None:
+    """Each node's systemd holds several inotify instances; the default 128 stops about 20 nodes.
+
+    Raised only when too low; the original value is kept in the record and restored by `down`.
+    """
+    current = int(INOTIFY_INSTANCES.read_text())
+    needed = 128 + INOTIFY_PER_NODE * node_count
+    if current < needed:
+        record.setdefault("inotify_max_user_instances", current)
+        INOTIFY_INSTANCES.write_text(f"{needed}\n")
 
 
 def start_nodes(spec: ClusterSpec, state: Path, report: UpReport) -> list[nodes.NodeRecord]:
@@ -305,6 +322,9 @@ def down(state: Path, purge: bool = False, out=print) -> dict[str, list]:
     netns.remove_everything(record.get("bridge", netns.BRIDGE))
     if not nodes.sandbox_mounts(state):
         nodes.remove_node_dirs(state)
+    original = record.get("inotify_max_user_instances")
+    if original:
+        INOTIFY_INSTANCES.write_text(f"{original}\n")
     for path in (known_hosts_path(state), instances_path(state), env_file(state), record_path(state)):
         path.unlink(missing_ok=True)
     shutil.rmtree(console_dir(state), ignore_errors=True)
