@@ -13,13 +13,29 @@ from typing import Any, Mapping
 from prefect import get_run_logger, task
 from prefect.futures import PrefectFuture
 
-from blocks.artifact_store import get_store, load_passphrase
+from blocks.artifact_store import ArtifactStore, get_store, load_passphrase
 from groundup import pki
 from groundup.encryption import ensure_encryption_config
 from groundup.kubeconfig import KubeconfigRequest, ensure_kubeconfig, kubeconfig_requests
 from groundup.spec import ClusterSpec
 
 Result = dict[str, Any]
+_stores: dict[tuple[str, str], ArtifactStore] = {}
+
+
+def _store(spec: ClusterSpec) -> ArtifactStore:
+    """The cluster's store, looked up in Prefect once per flow run rather than once per task."""
+    from prefect.context import TaskRunContext
+
+    context = TaskRunContext.get()
+    flow_run_id = str(context.task_run.flow_run_id) if context and context.task_run.flow_run_id else ""
+    if not flow_run_id:
+        return get_store(spec.name)
+    key = (flow_run_id, spec.name)
+    if key not in _stores:
+        _stores.clear()
+        _stores[key] = get_store(spec.name)
+    return _stores[key]
 
 
 def _log(result: Result) -> Result:
@@ -30,13 +46,13 @@ def _log(result: Result) -> Result:
 @task(name="certificate-authority", persist_result=True)
 def certificate_authority(spec: ClusterSpec) -> Result:
     """The cluster CA: reused while it matches the spec, otherwise created (seed `cfssl gencert -initca`)."""
-    return _log(pki.ensure_ca(spec, get_store(spec.name)).as_result())
+    return _log(pki.ensure_ca(spec, _store(spec)).as_result())
 
 
 @task(name="certificate", task_run_name="certificate-{request.name}", persist_result=True)
 def certificate(spec: ClusterSpec, request: pki.CertRequest, ca: Result) -> Result:
     """One leaf certificate and key, signed by the CA whose fingerprint is in `ca`."""
-    store = get_store(spec.name)
+    store = _store(spec)
     current_ca = pki.fingerprint(pki.stored_ca_certificate(store))
     if current_ca != ca["fingerprint"]:
         raise RuntimeError(f"the stored CA changed during the run ({ca['fingerprint'][:12]} -> {current_ca[:12]})")
@@ -46,13 +62,13 @@ def certificate(spec: ClusterSpec, request: pki.CertRequest, ca: Result) -> Resu
 @task(name="kubeconfig", task_run_name="kubeconfig-{request.name}", persist_result=True)
 def kubeconfig(spec: ClusterSpec, request: KubeconfigRequest, ca: Result, client_certificate: Result) -> Result:
     """One kubeconfig with the CA and the client certificate and key embedded (seed step 6)."""
-    return _log(ensure_kubeconfig(spec, request, get_store(spec.name)).as_result())
+    return _log(ensure_kubeconfig(spec, request, _store(spec)).as_result())
 
 
 @task(name="encryption-config", persist_result=True)
 def encryption_config(spec: ClusterSpec) -> Result:
     """The EncryptionConfiguration; its key is made once and kept (seed step 7)."""
-    return _log(ensure_encryption_config(get_store(spec.name)).as_result())
+    return _log(ensure_encryption_config(_store(spec)).as_result())
 
 
 def pki_phase(spec: ClusterSpec, api_endpoint: str, external_ips: Mapping[str, str | None]) -> dict[str, str]:
