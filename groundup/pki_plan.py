@@ -11,6 +11,8 @@ from groundup.encryption import encryption_key
 from groundup.kubeconfig import kubeconfig_change, kubeconfig_requests, wanted_kubeconfig
 from groundup.spec import ClusterSpec
 
+UNKNOWN_ENDPOINT = "nlb-dns-name.invalid"
+
 
 def pki_plan(
     spec: ClusterSpec,
@@ -21,9 +23,14 @@ def pki_plan(
 ) -> list[str]:
     """One line per certificate, kubeconfig or config file the PKI phase would write, with why.
 
-    An empty list means a run would reuse everything.
+    An empty list means a run would reuse everything. With no `api_endpoint` yet (the NLB does not
+    exist), the apiserver certificate and the kubeconfigs that point at the NLB are left undecided.
     """
     lines: list[str] = []
+    undecided: set[str] = set()
+    if not api_endpoint:
+        api_endpoint = UNKNOWN_ENDPOINT
+        undecided.add(pki.APISERVER)
     ca = pki.ca_request(spec)
     ca_pair = pki.read_pair(store, ca)
     ca_reason = pki.reissue_reason(ca, spec.pki, ca_pair.cert, ca_pair.key, None, now)
@@ -32,6 +39,9 @@ def pki_plan(
 
     reissued: set[str] = set()
     for request in pki.leaf_requests(spec, api_endpoint, external_ips).values():
+        if request.name in undecided and not ca_reason:
+            lines.append(f"{request.cert_path}: decided once the NLB DNS name is known")
+            continue
         if ca_reason:
             reason: str | None = "new CA"
         else:
@@ -44,6 +54,8 @@ def pki_plan(
     for request in kubeconfig_requests(spec, api_endpoint).values():
         if ca_reason or request.certificate in reissued:
             reason = f"embeds the new {'CA' if ca_reason else request.certificate + '.pem'}"
+        elif UNKNOWN_ENDPOINT in request.server:
+            reason = None
         else:
             stored = read_optional(store, request.path)
             wanted = wanted_kubeconfig(spec, request, store)

@@ -202,3 +202,11 @@ def test_outcomes_hold_paths_and_fingerprints_never_key_material(store):
         text = repr(outcome.as_result())
         assert "PRIVATE KEY" not in text and "BEGIN" not in text
         assert all(p.startswith("reuse/") for p in outcome.paths)
+
+
+def test_plan_before_the_nlb_exists_leaves_the_apiserver_undecided(store):
+    run_pki(make_spec(), store)
+    assert pki_plan(make_spec(), "", {}, store) == ["pki/master-kubernetes.pem: decided once the NLB DNS name is known"]
+    fresh = ArtifactStore(store.filesystem, "fresh", PASSPHRASE)
+    plan = pki_plan(make_spec(), "", {}, fresh)
+    assert "pki/master-kubernetes.pem: issue (new CA)" in plan and len(plan) == 17
