@@ -206,14 +206,23 @@ def default_basepath() -> Path:
     return Path(os.environ.get("GROUNDUP_ARTIFACTS", Path.home() / ".groundup" / "artifacts"))
 
 
-def load_passphrase() -> bytes:
-    """The store passphrase from its Prefect Secret block, created with 32 random bytes on first use."""
+def existing_passphrase() -> bytes | None:
+    """The store passphrase if its Prefect Secret block exists; never creates it."""
     from prefect.blocks.system import Secret
 
     try:
         return _secret_value(Secret.load(PASSPHRASE_BLOCK, _sync=True))
     except ValueError:
-        pass
+        return None
+
+
+def load_passphrase() -> bytes:
+    """The store passphrase from its Prefect Secret block, created with 32 random bytes on first use."""
+    from prefect.blocks.system import Secret
+
+    passphrase = existing_passphrase()
+    if passphrase is not None:
+        return passphrase
     try:
         Secret(value=secrets.token_urlsafe(32)).save(PASSPHRASE_BLOCK, overwrite=False, _sync=True)
     except ValueError:

@@ -68,11 +68,10 @@ def network_phase(spec: ClusterSpec) -> dict[str, str]:
 
 def compute_phase(spec: ClusterSpec, net: dict[str, str]) -> dict[str, str]:
     """Seed step 3: AMI, key pair, then every instance launched concurrently."""
-    ami = compute.get_ami.submit(spec)
-    key = compute.create_key_pair.submit(spec)
+    ready = results({"ami": compute.get_ami.submit(spec), "key-pair": compute.create_key_pair.submit(spec)}, "compute")
     launches = {
         node.short_name: compute.create_instance.submit(
-            spec, node.short_name, ami, net["subnet_id"], net["security_group_id"], key
+            spec, node.short_name, ready["ami"], net["subnet_id"], net["security_group_id"], ready["key-pair"]
         )
         for node in spec.nodes
     }

@@ -27,9 +27,9 @@ def cmd_validate(spec: ClusterSpec, args: argparse.Namespace) -> int:
 
 
 def cmd_plan(spec: ClusterSpec, args: argparse.Namespace) -> int:
-    from groundup.plan import plan, render_plan
+    from groundup.plan import existing_store, plan, render_plan
 
-    print(render_plan(plan(spec)))
+    print(render_plan(plan(spec, existing_store(spec))))
     return 0
 
 
@@ -58,6 +58,14 @@ def cmd_kubeconfig(spec: ClusterSpec, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(spec: ClusterSpec, args: argparse.Namespace) -> int:
+    from deployments.register import register
+
+    for name in register(spec, work_pool=args.pool, nightly=args.nightly):
+        print(f"deployment {name}: run it with  prefect deployment run '{name}'")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="groundup", description="Kubernetes from the ground up on AWS, as Prefect flows")
     sub = top.add_subparsers(dest="command", required=True)
@@ -76,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     with_spec("teardown", "run the teardown-cluster flow", cmd_teardown)
     kube = with_spec("kubeconfig", "write the admin kubeconfig (default ~/.kube/<cluster>.kubeconfig)", cmd_kubeconfig)
     kube.add_argument("-o", "--output", help="where to write it")
+    deploy = with_spec("deploy", "create the cluster's Prefect deployments on a process work pool", cmd_deploy)
+    deploy.add_argument("--pool", default="groundup", help="work pool name (default: groundup)")
+    deploy.add_argument("--nightly", metavar="CRON", help="also deploy rebuild-and-test on this cron schedule, e.g. '0 2 * * *'")
     sandbox = sub.add_parser("sandbox", help="the local sandbox: up | down | status | demo", add_help=False)
     sandbox.add_argument("rest", nargs=argparse.REMAINDER)
     return top

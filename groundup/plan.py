@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from groundup.aws import compute, network
 from groundup.aws.core import Change, Context, make_context
+from groundup.pki_plan import pki_plan
 from groundup.spec import ClusterSpec
 
 
@@ -44,8 +45,23 @@ def plan_aws(ctx: Context, store=None) -> list[Change]:
     return ctx.changes
 
 
+def plan_pki(ctx: Context, store) -> list[Change]:
+    """What the PKI phase would issue or rewrite, given the NLB name and node IPs AWS has now."""
+    lb = network.find_load_balancer(ctx)
+    nodes = compute.describe_nodes(ctx)
+    external = {name: facts.get("public_ip") for name, facts in nodes.items()}
+    if store is None:
+        return [Change("create", "pki", "nothing stored yet: CA, every certificate, kubeconfig, encryption config")]
+    lines = pki_plan(ctx.spec, lb["DNSName"] if lb else "", external, store)
+    return [Change("issue", line.split(":", 1)[0], line.split(":", 1)[1].strip()) for line in lines] or [
+        Change("exists", "pki", "every certificate, kubeconfig and the encryption config are current")
+    ]
+
+
 def plan(spec: ClusterSpec, store=None) -> list[Change]:
-    return plan_aws(make_context(spec, dry_run=True), store)
+    """AWS steps, then the PKI, as a dry run; `store` is the artifact store if one exists."""
+    ctx = make_context(spec, dry_run=True)
+    return plan_aws(ctx, store) + plan_pki(ctx, store)
 
 
 def render_plan(changes: list[Change]) -> str:
@@ -53,3 +69,15 @@ def render_plan(changes: list[Change]) -> str:
     lines = [str(c) for c in todo] or ["nothing to do: AWS matches the spec"]
     lines.append(f"\n{len(todo)} to change, {len(changes) - len(todo)} up to date")
     return "\n".join(lines)
+
+
+def existing_store(spec: ClusterSpec):
+    """The cluster's artifact store if Prefect is reachable and its passphrase exists; never creates one."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return None
+    from blocks.artifact_store import ArtifactStore, existing_passphrase, load_filesystem
+
+    passphrase = existing_passphrase()
+    return None if passphrase is None else ArtifactStore(load_filesystem(), spec.name, passphrase)

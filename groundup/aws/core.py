@@ -7,7 +7,9 @@ what it would do instead of doing it; that record is `groundup plan`.
 
 from __future__ import annotations
 
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -187,12 +189,23 @@ def is_planned(resource_id: str | None) -> bool:
     return resource_id is None or resource_id.startswith("<new ")
 
 
+_CLIENTS: dict[tuple, tuple[Any, Any]] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def aws_clients(region: str) -> tuple[Any, Any]:
+    """EC2 and ELBv2 clients for a region, made once per process (clients are thread-safe; making
+    one costs ~0.3 s of model loading). Keyed by endpoint and credentials so a changed environment
+    gets new clients."""
+    key = (region, *(os.environ.get(v) for v in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID")))
+    with _CLIENTS_LOCK:
+        if key not in _CLIENTS:
+            session = boto3.session.Session(region_name=region)
+            _CLIENTS[key] = (session.client("ec2", config=AWS_CONFIG), session.client("elbv2", config=AWS_CONFIG))
+        return _CLIENTS[key]
+
+
 def make_context(spec: ClusterSpec, dry_run: bool = False) -> Context:
     """Clients for the spec's region. boto3 honours AWS_ENDPOINT_URL, so a moto server works unchanged."""
-    session = boto3.session.Session(region_name=spec.region)
-    return Context(
-        spec=spec,
-        ec2=session.client("ec2", config=AWS_CONFIG),
-        elbv2=session.client("elbv2", config=AWS_CONFIG),
-        dry_run=dry_run,
-    )
+    ec2, elbv2 = aws_clients(spec.region)
+    return Context(spec=spec, ec2=ec2, elbv2=elbv2, dry_run=dry_run)

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from groundup.aws.core import CLUSTER_TAG, Context, error_code, retry_transient, tag_filters, tags_dict
+from groundup.aws.core import CLUSTER_TAG, TRANSIENT_CODES, Context, error_code, retry_transient, tag_filters, tags_dict
 
 # Real AWS takes minutes to release ENIs of a deleted NLB or terminated instances.
 DEPENDENCY_ATTEMPTS = 30
-GONE = ("InvalidVpcID.NotFound", "InvalidSubnetID.NotFound", "InvalidGroup.NotFound",
+GONE = frozenset(("InvalidVpcID.NotFound", "InvalidSubnetID.NotFound", "InvalidGroup.NotFound",
         "InvalidRouteTableID.NotFound", "InvalidInternetGatewayID.NotFound", "InvalidDhcpOptionID.NotFound",
         "InvalidKeyPair.NotFound", "LoadBalancerNotFound", "TargetGroupNotFound", "ListenerNotFound",
-        "InvalidInstanceID.NotFound", "Gateway.NotAttached", "InvalidAssociationID.NotFound")
+        "InvalidInstanceID.NotFound", "Gateway.NotAttached", "InvalidAssociationID.NotFound"))
 
 
 @dataclass
@@ -84,7 +84,7 @@ def discover(ctx: Context) -> Inventory:
 def _delete(ctx: Context, what: str, fn: Callable, **kwargs) -> None:
     """Delete one resource; already gone is fine, a dependency still draining is retried."""
     try:
-        ctx.act("delete", what, retry_transient, fn, attempts=DEPENDENCY_ATTEMPTS, **kwargs)
+        ctx.act("delete", what, retry_transient, fn, attempts=DEPENDENCY_ATTEMPTS, codes=TRANSIENT_CODES - GONE, **kwargs)
     except ClientError as exc:
         if error_code(exc) not in GONE:
             raise
