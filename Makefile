@@ -36,6 +36,7 @@ e2e: venv
 demo: venv
 	$(BIN)/groundup sandbox up
 	$(BIN)/groundup sandbox demo clusters/sandbox.yaml
+	@echo "sandbox still running: 'make status', 'make down'; env for prefect/groundup commands: /var/lib/groundup-sandbox/env"
 
 down: venv
 	$(BIN)/groundup sandbox down
@@ -45,6 +46,7 @@ status: venv
 
 bench: venv
 	$(BIN)/python scripts/benchmark.py
+	$(BIN)/python scripts/bench_pki.py
 
 clean:
 	rm -rf $(VENV) .prefect .state

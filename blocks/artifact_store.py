@@ -16,7 +16,6 @@ import base64
 import os
 import re
 import secrets
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
+
+from groundup.files import atomic_write
 
 STORE_BLOCK = "groundup-artifacts"
 PASSPHRASE_BLOCK = "groundup-artifacts-passphrase"
@@ -176,22 +177,7 @@ def _atomic_local_write(filesystem: LocalFileSystem, path: str, blob: bytes) -> 
     target = Path(filesystem._resolve_path(path))
     base = Path(filesystem._resolve_path(None))
     _private_dirs(base, target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(target, blob, mode=0o600)
 
 
 def _private_dirs(base: Path, leaf: Path) -> None:

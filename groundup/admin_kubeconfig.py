@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from groundup.files import atomic_write
 from groundup.kubeconfig import KubeconfigRequest
 from groundup.spec import ClusterSpec
 
@@ -36,13 +35,4 @@ def write_private_file(target: Path, data: bytes) -> None:
     """Atomically replace `target` with `data`, readable by the owner only."""
     if not target.parent.exists():
         target.parent.mkdir(parents=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, data, mode=0o600)

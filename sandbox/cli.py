@@ -114,26 +114,34 @@ def _status(args, state: Path) -> int:
 
 
 def _demo(args, state: Path) -> int:
+    """Deploy the spec's flows, run build-cluster as a deployment on the sandbox's worker, export kubeconfig."""
     env = lifecycle.read_env_file(state)
-    if not env:
-        raise lifecycle.SandboxError("the sandbox is not up: run `groundup sandbox up` first")
+    if not env.get("PREFECT_API_URL"):
+        raise lifecycle.SandboxError("the sandbox is not up (with Prefect): run `groundup sandbox up` first")
     os.environ.update(env)
+    from prefect.deployments import run_deployment
+
+    from deployments.register import register
+    from groundup.admin_kubeconfig import export_admin_kubeconfig
     from groundup.spec import load_spec
 
-    try:
-        from flows.build_cluster import build_cluster
-    except ImportError as exc:
-        raise lifecycle.SandboxError(f"flows.build_cluster is not available yet ({exc})") from None
     spec = load_spec(args.spec)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    for name in register(spec):
+        print(f"deployment {name}")
     started = time.monotonic()
-    build_cluster(spec, phases=phases)
-    print(f"build-cluster ({', '.join(phases)}) on the sandbox: {time.monotonic() - started:.1f} s")
-    artifacts = Path(env["GROUNDUP_ARTIFACTS"]) / spec.name
-    print(f"  artifacts: {artifacts}")
-    for candidate in sorted(artifacts.rglob("admin.kubeconfig")) if artifacts.exists() else []:
-        print(f"  admin kubeconfig: {candidate}")
-    print(f"  Prefect UI: {env.get('PREFECT_API_URL', '').removesuffix('/api')}")
+    flow_run = run_deployment(f"build-cluster/{spec.name}", parameters={"phases": phases}, timeout=None)
+    elapsed = time.monotonic() - started
+    ui = env["PREFECT_API_URL"].removesuffix("/api")
+    print(f"build-cluster/{spec.name} ({', '.join(phases)}): {flow_run.state.name} in {elapsed:.1f} s")
+    print(f"  flow run: {ui}/runs/flow-run/{flow_run.id}")
+    if not flow_run.state.is_completed():
+        print(f"  {flow_run.state.message}", file=sys.stderr)
+        return 1
+    print(f"  artifacts: {Path(env['GROUNDUP_ARTIFACTS']) / spec.name} (keys and kubeconfigs encrypted)")
+    if "pki" in phases:
+        print(f"  admin kubeconfig: {export_admin_kubeconfig(spec)} (mode 0600)")
+    print(f"  Prefect UI: {ui}")
     return 0
 
 

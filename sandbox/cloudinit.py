@@ -45,7 +45,7 @@ def console_text(hostname: str, host_keys: list[str]) -> str:
         "-----BEGIN SSH HOST KEY KEYS-----",
         *[f"{key} root@{hostname}" for key in host_keys],
         "-----END SSH HOST KEY KEYS-----",
-        f"[    3.318000] cloud-init[601]: Cloud-init v. 24.4 finished. Datasource DataSourceEc2Local.",
+        "[    3.318000] cloud-init[601]: Cloud-init v. 24.4 finished. Datasource DataSourceEc2Local.",
     ]
     return "\r\n".join(lines) + "\r\n"
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from groundup import files
 
 DEFAULT_STATE_DIR = Path("/var/lib/groundup-sandbox")
 STATE_ENV = "GROUNDUP_SANDBOX_STATE"
@@ -65,15 +66,7 @@ def write_record(root: Path, record: dict) -> None:
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write a file so readers see either the old or the new content, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.atomic_write(path, data, mode=mode, durable=False)
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -285,23 +285,24 @@ def _elb_tags(ctx: Context, arns: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def _elb_tag_list(ctx: Context, role: str) -> list[dict]:
-    return cluster_tags(ctx.spec, role)
+def _find_named_elb_resource(ctx: Context, kind: str, describe, key: str, arn_key: str, not_found: str) -> dict | None:
+    """An ELBv2 resource named after the cluster, checked to carry the cluster's tag."""
+    try:
+        found = describe(Names=[ctx.spec.name])[key]
+    except ClientError as exc:
+        if error_code(exc) == not_found:
+            return None
+        raise
+    tags = _elb_tags(ctx, [item[arn_key] for item in found])
+    ours = [item for item in found if tags.get(item[arn_key], {}).get(CLUSTER_TAG) == ctx.spec.name]
+    if found and not ours:
+        raise ClusterStateError(f"a {kind} named {ctx.spec.name!r} exists but does not belong to this cluster")
+    return _one(ours, kind, ctx.spec.name)
 
 
 def find_load_balancer(ctx: Context) -> dict | None:
-    """The NLB named after the cluster, checked to carry the cluster's tag."""
-    try:
-        lbs = ctx.elbv2.describe_load_balancers(Names=[ctx.spec.name])["LoadBalancers"]
-    except ClientError as exc:
-        if error_code(exc) == "LoadBalancerNotFound":
-            return None
-        raise
-    tags = _elb_tags(ctx, [lb["LoadBalancerArn"] for lb in lbs])
-    ours = [lb for lb in lbs if tags.get(lb["LoadBalancerArn"], {}).get(CLUSTER_TAG) == ctx.spec.name]
-    if lbs and not ours:
-        raise ClusterStateError(f"a load balancer named {ctx.spec.name!r} exists but does not belong to this cluster")
-    return _one(ours, "load balancer", ctx.spec.name)
+    return _find_named_elb_resource(ctx, "load balancer", ctx.elbv2.describe_load_balancers, "LoadBalancers",
+                                    "LoadBalancerArn", "LoadBalancerNotFound")
 
 
 def ensure_load_balancer(ctx: Context, subnet_id: str) -> dict[str, str]:
@@ -313,7 +314,7 @@ def ensure_load_balancer(ctx: Context, subnet_id: str) -> dict[str, str]:
         return {"arn": found["LoadBalancerArn"], "dns_name": found["DNSName"]}
     created = ctx.act("create", "load-balancer", retry_transient, ctx.elbv2.create_load_balancer,
                       Name=spec.name, Subnets=[subnet_id], Scheme="internet-facing", Type="network",
-                      Tags=_elb_tag_list(ctx, "load-balancer"), detail="network, internet-facing")
+                      Tags=cluster_tags(spec, "load-balancer"), detail="network, internet-facing")
     if created is None:
         return {"arn": planned("load-balancer"), "dns_name": planned("load-balancer DNS name")}
     lb = created["LoadBalancers"][0]
@@ -323,17 +324,8 @@ def ensure_load_balancer(ctx: Context, subnet_id: str) -> dict[str, str]:
 
 
 def find_target_group(ctx: Context) -> dict | None:
-    try:
-        groups = ctx.elbv2.describe_target_groups(Names=[ctx.spec.name])["TargetGroups"]
-    except ClientError as exc:
-        if error_code(exc) == "TargetGroupNotFound":
-            return None
-        raise
-    tags = _elb_tags(ctx, [g["TargetGroupArn"] for g in groups])
-    ours = [g for g in groups if tags.get(g["TargetGroupArn"], {}).get(CLUSTER_TAG) == ctx.spec.name]
-    if groups and not ours:
-        raise ClusterStateError(f"a target group named {ctx.spec.name!r} exists but does not belong to this cluster")
-    return _one(ours, "target group", ctx.spec.name)
+    return _find_named_elb_resource(ctx, "target group", ctx.elbv2.describe_target_groups, "TargetGroups",
+                                    "TargetGroupArn", "TargetGroupNotFound")
 
 
 def ensure_target_group(ctx: Context, vpc_id: str) -> str:
@@ -346,7 +338,7 @@ def ensure_target_group(ctx: Context, vpc_id: str) -> str:
     else:
         created = ctx.act("create", "target-group", retry_transient, ctx.elbv2.create_target_group,
                           Name=spec.name, Protocol="TCP", Port=API_PORT, VpcId=vpc_id, TargetType="ip",
-                          Tags=_elb_tag_list(ctx, "target-group"), detail=f"TCP {API_PORT}, type ip")
+                          Tags=cluster_tags(spec, "target-group"), detail=f"TCP {API_PORT}, type ip")
         if created is None:
             return planned("target-group")
         tg_arn = created["TargetGroups"][0]["TargetGroupArn"]
@@ -394,7 +386,7 @@ def ensure_listener(ctx: Context, lb_arn: str, tg_arn: str) -> str:
                 return listener["ListenerArn"]
     created = ctx.act("create", "listener 6443", retry_transient, ctx.elbv2.create_listener, LoadBalancerArn=lb_arn,
                       Protocol="TCP", Port=API_PORT, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
-                      Tags=_elb_tag_list(ctx, "listener"))
+                      Tags=cluster_tags(ctx.spec, "listener"))
     return planned("listener") if created is None else created["Listeners"][0]["ListenerArn"]
 
 
