@@ -352,7 +352,7 @@ def format_errors(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" if loc else msg)
+        lines += [f"{loc}: {msg}"] if loc else msg.split("; ")
     return "invalid cluster spec:\n  " + "\n  ".join(lines)
 
 
