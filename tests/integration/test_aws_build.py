@@ -14,7 +14,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskR
 from flows.build_cluster import build_cluster
 from flows.teardown_cluster import teardown_cluster
 from groundup.aws.core import make_context
-from groundup.plan import plan, render_plan
+from groundup.plan import plan, plan_aws, render_plan
 from groundup.spec import load_spec, parse_spec
 from tests.integration.awsprobe import Throttler, clients, owned, recording
 
@@ -105,7 +105,7 @@ def test_plan_lists_creates_then_nothing(aws):
     assert "instance worker-2" in created and "listener 6443" in created
     assert owned(SEED.name) == {}, "plan changes nothing"
     build_cluster(spec=SEED, phases=INFRA)
-    assert "nothing to do" in render_plan(plan(SEED))
+    assert "nothing to do" in render_plan(plan_aws(make_context(SEED, dry_run=True)))
 
 
 def test_plan_reports_a_new_worker(aws):
