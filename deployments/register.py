@@ -40,6 +40,7 @@ def register(spec: ClusterSpec, work_pool: str = WORK_POOL, nightly: str | None 
             tags=["groundup", spec.name],
             description=f"{flow_name} for cluster {spec.name} ({spec.region})",
             print_next_steps=False,
+            ignore_warnings=True,
         )
         names.append(f"{flow_name}/{spec.name}")
     return names

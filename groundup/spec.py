@@ -83,6 +83,9 @@ class SSHSettings(BaseModel):
     )
     bastion: str | None = Field(None, description="user@host:port of a bastion, when access is 'bastion'")
     port: int = Field(22, ge=1, le=65535, description="SSH port on the nodes")
+    boot_timeout_s: float = Field(
+        300, gt=0, le=3600, description="How long a node may stay unreachable (booting, sshd not up) before its task fails"
+    )
 
 
 class Node(BaseModel):

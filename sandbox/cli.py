@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run build-cluster through distribution on the sandbox")
     demo.add_argument("spec", type=Path, nargs="?", default=lifecycle.DEFAULT_SPEC)
     demo.add_argument("--phases", default=",".join(DEMO_PHASES))
+    demo.add_argument("--in-process", action="store_true",
+                      help="run the flow in this process instead of as a deployment on the sandbox's worker")
     return parser
 
 
@@ -127,16 +129,24 @@ def _demo(args, state: Path) -> int:
 
     spec = load_spec(args.spec)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    for name in register(spec):
-        print(f"deployment {name}")
-    started = time.monotonic()
-    flow_run = run_deployment(f"build-cluster/{spec.name}", parameters={"phases": phases}, timeout=None)
+    if args.in_process:
+        from flows.build_cluster import build_cluster
+
+        started = time.monotonic()
+        final = build_cluster(spec, phases=phases, return_state=True)
+        run_id = final.state_details.flow_run_id
+    else:
+        for name in register(spec):
+            print(f"deployment {name}")
+        started = time.monotonic()
+        flow_run = run_deployment(f"build-cluster/{spec.name}", parameters={"phases": phases}, timeout=None)
+        final, run_id = flow_run.state, flow_run.id
     elapsed = time.monotonic() - started
     ui = env["PREFECT_API_URL"].removesuffix("/api")
-    print(f"build-cluster/{spec.name} ({', '.join(phases)}): {flow_run.state.name} in {elapsed:.1f} s")
-    print(f"  flow run: {ui}/runs/flow-run/{flow_run.id}")
-    if not flow_run.state.is_completed():
-        print(f"  {flow_run.state.message}", file=sys.stderr)
+    print(f"build-cluster/{spec.name} ({', '.join(phases)}): {final.name} in {elapsed:.1f} s")
+    print(f"  flow run: {ui}/runs/flow-run/{run_id}")
+    if not final.is_completed():
+        print(f"  {final.message}", file=sys.stderr)
         return 1
     print(f"  artifacts: {Path(env['GROUNDUP_ARTIFACTS']) / spec.name} (keys and kubeconfigs encrypted)")
     if "pki" in phases:

@@ -49,17 +49,16 @@ def main() -> None:
     from flows.build_cluster import build_cluster
     from flows.teardown_cluster import teardown_cluster
     from groundup.plan import plan
-    from groundup.spec import load_spec
+    from groundup.spec import load_spec, parse_spec
 
     seed = load_spec(ROOT / "clusters/seed.yaml").model_dump(mode="json")
     rows = []
     try:
         with prefect_test_harness(server_startup_timeout=180):
+            plan(load_spec(ROOT / "clusters/seed.yaml"))  # warm-up: moto's first EC2 call takes ~2 s
             for workers in (int(w) for w in args.workers.split(",")):
                 spec_data = {**seed, "master_count": args.masters, "worker_count": workers,
                              "master_ips": None, "worker_ips": None, "worker_pod_cidrs": None}
-                from groundup.spec import parse_spec
-
                 spec = parse_spec(spec_data)
                 server.reset()
                 row = {"nodes": f"{args.masters}+{workers}"}

@@ -63,12 +63,12 @@ def distribute_node(spec: ClusterSpec, node: str, address: str, instance_id: str
 def distribute_phase(spec: ClusterSpec, *, boot_timeout: float | None = None) -> dict[str, str]:
     """Distribute to every node in parallel; returns {node: 'ok' | error}, raising if any failed.
 
-    `boot_timeout` bounds how long a node may stay unreachable (default 120 s, or
-    `$GROUNDUP_SSH_BOOT_TIMEOUT`).
+    `boot_timeout` bounds how long a node may stay unreachable (default `$GROUNDUP_SSH_BOOT_TIMEOUT`,
+    else the spec's `ssh.boot_timeout_s`).
     """
     logger = get_run_logger()
     if boot_timeout is None:
-        boot_timeout = float(os.environ.get("GROUNDUP_SSH_BOOT_TIMEOUT", "120"))
+        boot_timeout = float(os.environ.get("GROUNDUP_SSH_BOOT_TIMEOUT", spec.ssh.boot_timeout_s))
     instances = describe_nodes(make_context(spec))
     allowed = sandbox_addresses()
     results: dict[str, str] = {}

@@ -79,6 +79,7 @@ AWS_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 10},
     connect_timeout=10,
     read_timeout=60,
+    max_pool_connections=32,
 )
 
 

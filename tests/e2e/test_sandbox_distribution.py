@@ -37,7 +37,7 @@ def built(sandbox: Sandbox, tmp_path_factory) -> Path:
     """Build network, compute, pki, distribute once; export the SSH key and the expected files."""
     result = sandbox.groundup("demo", str(SPEC))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "distribution: 6 of 6 nodes ok" in result.stdout + result.stderr
+    assert "build-cluster/groundup-sandbox (network, compute, pki, distribute): Completed" in result.stdout
     out = tmp_path_factory.mktemp("inspect")
     helper = subprocess.run([sys.executable, "-m", "tests.e2e.helpers", str(SPEC), str(out)], cwd=REPO,
                             env=sandbox.env, capture_output=True, text=True, timeout=300)
@@ -95,7 +95,7 @@ def test_every_node_has_exactly_its_role_files_with_modes_and_checksums(sandbox:
 
 def test_a_rerun_uploads_nothing(sandbox: Sandbox, built: Path) -> None:
     before = {n["short_name"]: _remote_files(sandbox, built, n["private_ip"]) for n in sandbox.record["nodes"]}
-    result = sandbox.groundup("demo", str(SPEC), "--phases", "distribute")
+    result = sandbox.groundup("demo", "--in-process", str(SPEC), "--phases", "distribute")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert output.count(" 0 uploaded, 0 fixed") == 6, output[-3000:]
@@ -114,7 +114,7 @@ def test_a_changed_host_key_is_refused_and_only_that_node_fails(sandbox: Sandbox
         key.write_bytes(private)
         key.with_suffix(".pub").write_text(public + "\n")
         assert sandbox.node_exec("worker-2", "systemctl", "restart", "ssh").returncode == 0
-        result = sandbox.groundup("demo", str(SPEC), "--phases", "distribute",
+        result = sandbox.groundup("demo", "--in-process", str(SPEC), "--phases", "distribute",
                                   extra_env={"GROUNDUP_SSH_BOOT_TIMEOUT": "10"})
         output = result.stdout + result.stderr
         assert result.returncode != 0
@@ -134,7 +134,7 @@ def test_sshd_down_on_one_node_fails_that_node_only_and_a_retry_completes_it(
     stopped = sandbox.node_exec("worker-1", "systemctl", "stop", "ssh.service", "ssh.socket")
     assert stopped.returncode == 0, stopped.stderr
     try:
-        result = sandbox.groundup("demo", str(SPEC), "--phases", "distribute",
+        result = sandbox.groundup("demo", "--in-process", str(SPEC), "--phases", "distribute",
                                   extra_env={"GROUNDUP_SSH_BOOT_TIMEOUT": "5"})
         output = result.stdout + result.stderr
         assert result.returncode != 0
@@ -143,7 +143,7 @@ def test_sshd_down_on_one_node_fails_that_node_only_and_a_retry_completes_it(
         assert "master-1 (10.240.0.11): 1 uploaded" in output
     finally:
         sandbox.node_exec("worker-1", "systemctl", "start", "ssh.service")
-    retry = sandbox.groundup("demo", str(SPEC), "--phases", "distribute")
+    retry = sandbox.groundup("demo", "--in-process", str(SPEC), "--phases", "distribute")
     output = retry.stdout + retry.stderr
     assert retry.returncode == 0, output[-3000:]
     assert "worker-1 (10.240.0.21): 1 uploaded" in output
