@@ -69,7 +69,7 @@ def main() -> int:
     if args.demo:
         env = {**os.environ, **lifecycle.read_env_file(state)}
         started = time.monotonic()
-        demo = subprocess.run([sys.executable, "-m", "sandbox.cli", "demo", str(spec)], cwd=REPO, env=env,
+        demo = subprocess.run([sys.executable, "-m", "sandbox.cli", "demo", "--in-process", str(spec)], cwd=REPO, env=env,
                               capture_output=True, text=True)
         result["build_seconds"] = round(time.monotonic() - started, 1)
         output = demo.stdout + demo.stderr
