@@ -20,8 +20,7 @@ from pathlib import Path
 
 from groundup.spec import ClusterSpec, load_spec
 from sandbox import netns, nodes, prefect_server, rootfs
-from sandbox.moto import free_port, wait_for_moto
-from sandbox.moto_console import start_sandbox_moto
+from sandbox.moto import free_port, start_moto_server, wait_for_moto
 from sandbox.state import (atomic_write, console_dir, instances_path, known_hosts_path, logs_dir,
                            pid_alive, read_record, record_path, write_record)
 
@@ -189,7 +188,7 @@ def up(spec_path: Path, state: Path, with_prefect: bool = True, out=print) -> Up
         port = _port(MOTO_PORT, (record.get("moto") or {}).get("port"))
         os.environ[OWNER_ENV] = env[OWNER_ENV]
         try:
-            server = start_sandbox_moto(state / "moto", console_dir(state), port=port, log=logs / "moto.log")
+            server = start_moto_server(state / "moto", port=port, log=logs / "moto.log", console_dir=console_dir(state))
         finally:
             os.environ.pop(OWNER_ENV, None)
         record["moto"] = {"pid": server.process.pid, "port": port, "endpoint": server.endpoint}

@@ -93,18 +93,25 @@ def moto_environment(state_dir: Path) -> dict[str, str]:
 
 
 def start_moto_server(state_dir: Path, host: str = "127.0.0.1", port: int | None = None,
-                      log: Path | None = None, timeout: float = 30.0) -> MotoServer:
-    """Start `moto_server` on loopback and wait until it answers."""
+                      log: Path | None = None, timeout: float = 30.0,
+                      console_dir: Path | None = None) -> MotoServer:
+    """Start `moto_server` on loopback and wait until it answers. With `console_dir`, EC2 console
+    output comes from the files the sandbox's cloud-init writes there (sandbox.moto_console)."""
     if not host.startswith("127."):
         raise ValueError("the moto server listens on loopback only")
     port = port or free_port(host)
+    if console_dir is None:
+        command = [str(Path(sys.executable).with_name("moto_server"))]
+    else:
+        console_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "sandbox.moto_console", "--console-dir", str(console_dir)]
     out = open(log, "ab") if log else subprocess.DEVNULL
-    exe = Path(sys.executable).with_name("moto_server")
     process = subprocess.Popen(
-        [str(exe), "-H", host, "-p", str(port)],
+        [*command, "-H", host, "-p", str(port)],
         env=moto_environment(state_dir),
         stdout=out,
         stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
     server = MotoServer(host, port, process)

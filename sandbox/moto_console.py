@@ -5,16 +5,13 @@ the output of an instance is the file `<console_dir>/<instance_id>` when the san
 agent wrote one (with the node's `BEGIN SSH HOST KEY KEYS` block), so the flows read host keys from
 the console output exactly as they do on AWS.
 
-Run as `python -m sandbox.moto_console --console-dir DIR -H 127.0.0.1 -p PORT`.
+Started by `sandbox.moto.start_moto_server(..., console_dir=DIR)`.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
-
-from sandbox.moto import MotoServer, free_port, moto_environment, wait_for_moto
 
 
 def _install_console_output(console_dir: Path) -> None:
@@ -34,29 +31,6 @@ def _install_console_output(console_dir: Path) -> None:
         })
 
     general.General.get_console_output = get_console_output
-
-
-def start_sandbox_moto(state_dir: Path, console_dir: Path, host: str = "127.0.0.1",
-                       port: int | None = None, log: Path | None = None,
-                       timeout: float = 30.0) -> MotoServer:
-    """Start the console-aware moto server on loopback and wait until it answers."""
-    if not host.startswith("127."):
-        raise ValueError("the moto server listens on loopback only")
-    console_dir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port(host)
-    out = open(log, "ab") if log else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox.moto_console", "--console-dir", str(console_dir),
-         "-H", host, "-p", str(port)],
-        env=moto_environment(state_dir),
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    server = MotoServer(host, port, process)
-    wait_for_moto(server.endpoint, timeout, process)
-    return server
 
 
 def main(argv: list[str]) -> None:
