@@ -68,20 +68,14 @@ def main() -> int:
     }
     if args.demo:
         env = {**os.environ, **lifecycle.read_env_file(state)}
-        started = time.monotonic()
-        demo = subprocess.run([sys.executable, "-m", "sandbox.cli", "demo", "--in-process", str(spec)], cwd=REPO, env=env,
-                              capture_output=True, text=True)
-        result["build_seconds"] = round(time.monotonic() - started, 1)
-        output = demo.stdout + demo.stderr
-        result["build_ok"] = demo.returncode == 0
-        to_s = lambda t: int(t[:2]) * 3600 + int(t[3:5]) * 60 + float(t[6:12])  # noqa: E731
-        lines = output.splitlines()
-        pki_done = [line for line in lines if " - pki: " in line]
-        dist_done = [line for line in lines if "distribution:" in line]
-        if pki_done and dist_done:
-            result["distribution_phase_seconds"] = round(to_s(dist_done[-1]) - to_s(pki_done[-1]), 1)
-        summary = [line for line in output.splitlines() if "distribution:" in line]
-        result["distribution"] = summary[-1].split(" - ")[-1] if summary else output[-500:]
+        for phases in ("network,compute,pki", "distribute", "distribute"):
+            key = "distribute_rerun" if phases in result.get("phases_seconds", {}) else phases
+            demo = subprocess.run([sys.executable, "-m", "sandbox.cli", "demo", "--in-process", str(spec),
+                                   "--phases", phases], cwd=REPO, env=env, capture_output=True, text=True)
+            done = re.search(r"\): (\w+) in ([\d.]+) s", demo.stdout)
+            result.setdefault("phases_seconds", {})[key] = float(done.group(2)) if done else None
+            failed = not done or done.group(1) != "Completed"
+            result.setdefault("phases_state", {})[key] = (demo.stdout + demo.stderr)[-1500:] if failed else "Completed"
     if not args.keep:
         started = time.monotonic()
         left = lifecycle.down(state)
