@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from groundup.aws.core import (
     ClusterStateError,
     Context,
+    describe_instances,
     error_code,
     planned,
     retry_transient,
@@ -111,10 +112,9 @@ def ensure_key_pair(ctx: Context, store: KeyStore | None) -> str:
 
 
 def find_instance(ctx: Context, node: Node) -> dict | None:
-    reservations = ctx.ec2.describe_instances(
-        Filters=tag_filters(ctx.spec.name, node.short_name) + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
-    )["Reservations"]
-    instances = [i for r in reservations for i in r["Instances"]]
+    instances = describe_instances(
+        ctx.ec2, tag_filters(ctx.spec.name, node.short_name) + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
+    )
     if len(instances) > 1:
         ids = ", ".join(i["InstanceId"] for i in instances)
         raise ClusterStateError(f"{node.name}: {len(instances)} live instances carry its tags ({ids}); expected one")
@@ -183,11 +183,11 @@ def wait_running(ctx: Context, instance_id: str, timeout_s: int = 600) -> None:
 
 def describe_nodes(ctx: Context) -> dict[str, dict[str, str | None]]:
     """Per node short name: instance ID, private and public IP, state (read-only, for later phases)."""
-    reservations = ctx.ec2.describe_instances(
-        Filters=tag_filters(ctx.spec.name) + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
-    )["Reservations"]
+    instances = describe_instances(
+        ctx.ec2, tag_filters(ctx.spec.name) + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
+    )
     by_role = {}
-    for instance in (i for r in reservations for i in r["Instances"]):
+    for instance in instances:
         role = next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "groundup/role"), None)
         by_role[role] = {
             "instance_id": instance["InstanceId"],

@@ -143,6 +143,12 @@ def tag_filters(cluster: str, role: str | None = None) -> list[dict]:
     return filters
 
 
+def describe_instances(ec2: Any, filters: list[dict]) -> list[dict]:
+    """Every instance matching `filters`, across all pages (EC2 pages past a few hundred)."""
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
 def tags_dict(tags: list[dict] | None) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in tags or []}
 

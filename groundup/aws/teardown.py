@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from groundup.aws.core import CLUSTER_TAG, TRANSIENT_CODES, Context, error_code, retry_transient, tag_filters, tags_dict
+from groundup.aws.core import (
+    CLUSTER_TAG,
+    TRANSIENT_CODES,
+    Context,
+    describe_instances,
+    error_code,
+    retry_transient,
+    tag_filters,
+    tags_dict,
+)
 
 # Real AWS takes minutes to release ENIs of a deleted NLB or terminated instances.
 DEPENDENCY_ATTEMPTS = 30
@@ -59,10 +68,8 @@ def discover(ctx: Context) -> Inventory:
     ec2, name = ctx.ec2, ctx.spec.name
     flt = tag_filters(name)
     inv = Inventory()
-    reservations = ec2.describe_instances(
-        Filters=flt + [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped", "shutting-down"]}]
-    )["Reservations"]
-    inv.instances = [i["InstanceId"] for r in reservations for i in r["Instances"]]
+    live = ["pending", "running", "stopping", "stopped", "shutting-down"]
+    inv.instances = [i["InstanceId"] for i in describe_instances(ec2, flt + [{"Name": "instance-state-name", "Values": live}])]
     lbs = [lb["LoadBalancerArn"] for page in ctx.elbv2.get_paginator("describe_load_balancers").paginate()
            for lb in page["LoadBalancers"]]
     inv.load_balancers = _ours(ctx, lbs)
@@ -93,7 +100,7 @@ def _delete(ctx: Context, what: str, fn: Callable, **kwargs) -> None:
 def terminate_instances(ctx: Context, inv: Inventory) -> None:
     if not inv.instances:
         return
-    ctx.act("delete", f"instances {', '.join(inv.instances)}", retry_transient, ctx.ec2.terminate_instances,
+    ctx.act("delete", f"{len(inv.instances)} instances", retry_transient, ctx.ec2.terminate_instances,
             InstanceIds=inv.instances)
     if not ctx.dry_run:
         retry_transient(ctx.ec2.get_waiter("instance_terminated").wait, InstanceIds=inv.instances,

@@ -24,7 +24,8 @@ def owned(cluster: str, region: str = "us-east-2") -> dict[str, list[str]]:
     flt = [{"Name": f"tag:{TAG}", "Values": [cluster]}]
     live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped", "shutting-down"]}]
     found = {
-        "instances": [i["InstanceId"] for r in ec2.describe_instances(Filters=flt + live)["Reservations"] for i in r["Instances"]],
+        "instances": [i["InstanceId"] for page in ec2.get_paginator("describe_instances").paginate(Filters=flt + live)
+                      for r in page["Reservations"] for i in r["Instances"]],
         "vpcs": [v["VpcId"] for v in ec2.describe_vpcs(Filters=flt)["Vpcs"]],
         "subnets": [s["SubnetId"] for s in ec2.describe_subnets(Filters=flt)["Subnets"]],
         "security_groups": [g["GroupId"] for g in ec2.describe_security_groups(Filters=flt)["SecurityGroups"]],

@@ -10,7 +10,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from groundup.aws import compute, network, teardown
-from groundup.aws.core import ClusterStateError, is_transient, make_context, retry_transient
+from groundup.aws.core import ClusterStateError, is_transient, make_context, retry_transient, tag_spec
 from groundup.spec import parse_spec
 
 SPEC = parse_spec({"name": "unit", "worker_count": 1, "master_count": 1})
@@ -102,3 +102,20 @@ def test_missing_release_fails_naming_the_field(ctx):
     """moto's built-in images hold no noble under Canonical's owner: the lookup fails, it does not guess."""
     with pytest.raises(compute.AMINotFound, match="ubuntu_release"):
         compute.find_ami(ctx)
+
+
+def test_more_instances_than_one_page_are_all_found_and_torn_down(ctx):
+    """EC2 pages DescribeInstances (moto: 100 a page): 3 + 110 nodes must all be seen."""
+    spec = parse_spec({"name": "unit", "master_count": 3, "worker_count": 110, "subnet_cidr": "172.31.0.0/24"})
+    big = make_context(spec)
+    ec2 = big.ec2
+    subnet = network.ensure_subnet(big, network.ensure_vpc(big))
+    image = ec2.describe_images()["Images"][0]["ImageId"]
+    for node in spec.nodes:
+        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet, PrivateIpAddress=str(node.private_ip),
+                          TagSpecifications=tag_spec(spec, "instance", node.short_name, node.name))
+    assert len(compute.describe_nodes(big)) == 113
+    assert compute.find_instance(big, spec.workers[-1]) is not None
+    assert len(teardown.discover(big).instances) == 113
+    teardown.teardown(big)
+    assert teardown.discover(big).count() == 0
