@@ -29,9 +29,15 @@ def _wait_terminal(api: httpx.Client, run_id: str, timeout: float = 600) -> dict
     raise AssertionError(f"flow run {run_id} not finished in {timeout} s")
 
 
-def _task_runs(api: httpx.Client, run_id: str) -> list[dict]:
+def _task_runs(api: httpx.Client, run_id: str, timeout: float = 30) -> list[dict]:
+    """The flow run's task runs once every state has reached the API (task states arrive asynchronously)."""
     body = {"flow_runs": {"id": {"any_": [run_id]}}, "limit": 200}
-    return api.post("/task_runs/filter", json=body).raise_for_status().json()
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = api.post("/task_runs/filter", json=body).raise_for_status().json()
+        if all(t["state_type"] in TERMINAL for t in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
 
 
 def test_retry_from_the_ui_reruns_only_the_failed_node(sandbox: Sandbox) -> None:

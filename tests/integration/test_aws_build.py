@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from pathlib import Path
@@ -180,9 +181,13 @@ def test_missing_ami_fails_fast_without_retries(aws):
     assert state.is_failed()
     with pytest.raises(Exception, match="ubuntu_release: no Canonical image"):
         state.result()
-    import asyncio
-
-    (run,) = asyncio.run(_task_runs(state.state_details.flow_run_id, "get-ami"))
+    deadline = time.monotonic() + 30
+    while True:  # task run states reach the API asynchronously
+        (run,) = asyncio.run(_task_runs(state.state_details.flow_run_id, "get-ami"))
+        if (run.state is not None and run.state.is_final()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert run.state.is_failed()
     assert run.run_count == 1, "an error no retry can cure is not retried"
     assert elapsed < 30
     assert "instances" not in owned(SEED.name)
