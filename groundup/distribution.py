@@ -143,11 +143,6 @@ class DistributionFailed(RuntimeError):
         self.group = group
 
 
-def expected_remote_files(spec: ClusterSpec) -> dict[str, dict[str, int]]:
-    """Per node, remote path -> mode: what an independent check should find, and nothing else."""
-    return {node.short_name: {path: mode for path, mode in node_layout(node).values()} for node in spec.nodes}
-
-
 def remote_dirs() -> tuple[str, ...]:
     """Every directory distribution writes to."""
     return (KUBERNETES_DIR, KUBELET_DIR, KUBE_PROXY_DIR, ETCD_DIR)

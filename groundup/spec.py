@@ -377,5 +377,3 @@ def node_by_name(spec: ClusterSpec, short_name: str) -> Node:
             return node
     raise KeyError(short_name)
 
-
-PHASES: tuple[str, ...] = ("network", "compute", "pki", "distribute", "bootstrap", "smoke")

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from pathlib import Path
 
 from groundup.spec import ClusterSpec, load_spec
@@ -370,6 +369,3 @@ def status(state: Path) -> dict:
     result["leftovers"] = leftovers_report(state) if not record else None
     return result
 
-
-def node_addresses(state: Path) -> list[IPv4Address]:
-    return [IPv4Address(n["private_ip"]) for n in read_record(state).get("nodes", [])]

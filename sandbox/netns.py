@@ -106,15 +106,6 @@ def ensure_node_network(short_name: str, address: IPv4Address, subnet: IPv4Netwo
     return ns
 
 
-def remove_node_network(short_name: str) -> None:
-    veth = veth_name(short_name)
-    if link_exists(veth):
-        ip("link", "del", veth, check=False)
-    ns = namespace_name(short_name)
-    if namespace_exists(ns):
-        ip("netns", "del", ns, check=False)
-
-
 def sandbox_namespaces() -> list[str]:
     """Every namespace the sandbox made (by its name prefix)."""
     if not NETNS_DIR.exists():

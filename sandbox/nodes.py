@@ -45,10 +45,6 @@ def node_dir(state: Path, short_name: str) -> Path:
     return state / "nodes" / short_name
 
 
-def merged_dir(state: Path, short_name: str) -> Path:
-    return node_dir(state, short_name) / "merged"
-
-
 def is_mounted(path: Path) -> bool:
     target = str(path.resolve())
     with open("/proc/self/mountinfo") as handle:

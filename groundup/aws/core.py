@@ -25,6 +25,7 @@ CLUSTER_TAG = "groundup/cluster"
 ROLE_TAG = "groundup/role"
 
 # Codes that heal with time: throttling, eventual consistency, dependencies still draining.
+# Every other error (no AMI, no permission, bad parameter) fails at once.
 TRANSIENT_CODES = frozenset(
     {
         "RequestLimitExceeded",
@@ -47,31 +48,6 @@ TRANSIENT_CODES = frozenset(
         "IncorrectState",
         "IncorrectInstanceState",
         "ResourceInUse",
-    }
-)
-
-# Codes that no retry will fix: fail at once with the message.
-FATAL_CODES = frozenset(
-    {
-        "InvalidAMIID.NotFound",
-        "InvalidAMIID.Malformed",
-        "InvalidAMIID.Unavailable",
-        "UnauthorizedOperation",
-        "AuthFailure",
-        "AccessDenied",
-        "AccessDeniedException",
-        "InvalidClientTokenId",
-        "OptInRequired",
-        "InvalidParameterValue",
-        "InvalidParameterCombination",
-        "InvalidKeyPair.NotFound",
-        "InvalidKeyPair.Duplicate",
-        "VpcLimitExceeded",
-        "InstanceLimitExceeded",
-        "InsufficientInstanceCapacity",
-        "Unsupported",
-        "DuplicateLoadBalancerName",
-        "DuplicateTargetGroupName",
     }
 )
 
