@@ -182,11 +182,12 @@ def test_missing_ami_fails_fast_without_retries(aws):
     with pytest.raises(Exception, match="ubuntu_release: no Canonical image"):
         state.result()
     deadline = time.monotonic() + 30
-    while True:  # task run states reach the API asynchronously
-        (run,) = asyncio.run(_task_runs(state.state_details.flow_run_id, "get-ami"))
-        if (run.state is not None and run.state.is_final()) or time.monotonic() > deadline:
+    while True:  # task runs and their states reach the API asynchronously
+        runs = asyncio.run(_task_runs(state.state_details.flow_run_id, "get-ami"))
+        if (runs and all(r.state is not None and r.state.is_final() for r in runs)) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
+    (run,) = runs
     assert run.state.is_failed()
     assert run.run_count == 1, "an error no retry can cure is not retried"
     assert elapsed < 30
