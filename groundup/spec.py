@@ -142,6 +142,15 @@ class ClusterSpec(BaseModel):
     ubuntu_release: str = Field("noble", description="Ubuntu LTS codename or version: focal, jammy, noble")
     kubernetes_version: str = Field("1.32.3", description="Kubernetes release")
     etcd_version: str = Field("3.5.17", description="etcd release")
+    containerd_version: str = Field("2.0.4", description="containerd release (workers)")
+    runc_version: str = Field("1.2.6", description="runc release (workers)")
+    cni_plugins_version: str = Field("1.6.2", description="CNI plugins release (workers)")
+    coredns_version: str = Field("1.12.0", description="CoreDNS image tag applied by the bootstrap")
+    release_mirror: str | None = Field(
+        None,
+        description="Base URL of a mirror that holds upstream's release files under "
+        "<mirror>/<upstream host>/<upstream path> (checksum files beside them); empty: download from upstream",
+    )
     associate_public_ip: bool = Field(True, description="Give every instance a public IP (the seed does)")
     ssh_ingress_cidrs: list[IPv4Network] = Field(
         [IPv4Network("0.0.0.0/0")], description="Who may reach port 22 (the seed: anywhere)"
@@ -190,12 +199,22 @@ class ClusterSpec(BaseModel):
             raise ValueError(f"must be a current Ubuntu LTS: {', '.join(f'{k} ({v})' for k, v in UBUNTU_LTS.items())}")
         return codename
 
-    @field_validator("kubernetes_version", "etcd_version")
+    @field_validator("kubernetes_version", "etcd_version", "containerd_version", "runc_version",
+                     "cni_plugins_version", "coredns_version")
     @classmethod
     def _version(cls, value: str) -> str:
         if not _VERSION.match(value):
             raise ValueError("must look like 1.32.3")
         return value.lstrip("v")
+
+    @field_validator("release_mirror")
+    @classmethod
+    def _mirror(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.match(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$", value):
+            raise ValueError("must be an http(s) URL such as http://10.240.0.1:8080")
+        return value.rstrip("/")
 
     @field_validator("master_count")
     @classmethod
