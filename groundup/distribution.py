@@ -9,6 +9,7 @@ and kube-proxy's kubeconfig in /var/lib/kube-proxy/. Nothing here imports Prefec
 from __future__ import annotations
 
 import time
+from ipaddress import IPv4Address, IPv4Network
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -72,12 +73,23 @@ def node_address(spec: ClusterSpec, node: Node, instance: dict | None) -> str:
     raise NodeUnreachable(f"{node.short_name}: ssh.access '{access.value}' is not supported by distribution yet")
 
 
-def check_sandbox_address(address: str, sandbox_addresses: set[str] | None) -> None:
-    """In the sandbox, only the sandbox's own node addresses may be contacted."""
-    if sandbox_addresses is not None and address not in sandbox_addresses:
+ALLOWED_NETWORKS_ENV = "GROUNDUP_ALLOWED_NODE_NETWORKS"
+
+
+def allowed_node_networks(value: str | None) -> list[IPv4Network] | None:
+    """The CIDRs the flows may connect to (`$GROUNDUP_ALLOWED_NODE_NETWORKS`, comma-separated); None: any."""
+    if not value:
+        return None
+    return [IPv4Network(item.strip(), strict=False) for item in value.split(",") if item.strip()]
+
+
+def check_node_address(address: str, allowed: list[IPv4Network] | None) -> None:
+    """Refuse a node address outside the allowed networks (the sandbox allows only its own subnet)."""
+    if allowed is not None and not any(IPv4Address(address) in net for net in allowed):
         raise NodeUnreachable(
-            f"{address} is not a sandbox node address: in the sandbox the flows connect only to the "
-            "nodes' private IPs (moto's public IPs are real internet addresses). Set ssh.access: private_ip."
+            f"{address} is outside the networks the flows may connect to "
+            f"({', '.join(map(str, allowed))}, from ${ALLOWED_NETWORKS_ENV}): in the sandbox the flows connect "
+            "only to the nodes' private IPs (moto's public IPs are real internet addresses). Set ssh.access: private_ip."
         )
 
 
@@ -120,6 +132,7 @@ class GroupResult:
     """Per node, 'ok' or the error text, in the spirit of fabric's GroupResult."""
 
     results: dict[str, str]
+    phase: str = "distribution"
 
     @property
     def succeeded(self) -> list[str]:
@@ -130,17 +143,20 @@ class GroupResult:
         return {n: r for n, r in self.results.items() if r != "ok"}
 
     def summary(self) -> str:
-        lines = [f"distribution: {len(self.succeeded)} of {len(self.results)} nodes ok"]
+        lines = [f"{self.phase}: {len(self.succeeded)} of {len(self.results)} nodes ok"]
         lines += [f"  {node}: {error}" for node, error in self.failed.items()]
         return "\n".join(lines)
 
 
-class DistributionFailed(RuntimeError):
-    """Some nodes did not get their files; the message lists each with its error."""
+class NodesFailed(RuntimeError):
+    """Some nodes failed a per-node phase; the message lists each with its error."""
 
     def __init__(self, group: GroupResult) -> None:
         super().__init__(group.summary() + "\nRetry the flow run: only the failed nodes run again.")
         self.group = group
+
+
+DistributionFailed = NodesFailed
 
 
 def remote_dirs() -> tuple[str, ...]:

@@ -1,0 +1,260 @@
+"""Bootstrapping a node: binaries, rendered configs, units, over one SSH session (kubernetes-the-hard-way
+07-09: etcd, control plane, workers). Nothing here imports Prefect.
+
+A unit is (re)started when the digest of everything it reads (binaries, distributed certificates and
+kubeconfigs, rendered files) differs from the digest recorded on the node when it last started, or
+when it is not active. So a re-run on a built cluster restarts nothing, and a changed file restarts
+exactly the units that read it. The record lives on the node (`/var/lib/groundup/units.json`), so a
+retry or a run from another machine decides the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from groundup.hostkeys import resolve_host_keys
+from groundup.spec import ClusterSpec, Node, Role
+from groundup.ssh import NodeSession, RemoteFile, Target, connect
+
+STATE_DIR = "/var/lib/groundup"
+UNIT_RECORD = f"{STATE_DIR}/units.json"
+INSTALLER = f"{STATE_DIR}/install_releases.py"
+RELEASE_MANIFEST = f"{STATE_DIR}/releases.manifest.json"
+ETCD_QUORUM_TIMEOUT = 120.0
+UNIT_TIMEOUT = 90.0
+
+
+class BootstrapFailed(RuntimeError):
+    """A node could not be bootstrapped; the message says which step and why."""
+
+
+@dataclass
+class NodeBootstrap:
+    """What the bootstrap did on one node: plain facts, safe to persist and show."""
+
+    node: str
+    address: str
+    downloaded: list[str] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_result(self) -> dict:
+        return {"node": self.node, "address": self.address, "downloaded": self.downloaded,
+                "files_changed": self.files_changed, "restarted": self.restarted, "unchanged": self.unchanged,
+                "seconds": round(self.seconds, 3)}
+
+
+def inputs_digest(paths: list[str], digests: dict[str, str]) -> str:
+    """One digest over a unit's inputs: each path with its sha256, `missing` when absent."""
+    text = "\n".join(f"{p} {digests.get(p, 'missing')}" for p in sorted(paths))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def units_to_start(units: list[str], inputs: dict[str, list[str]], digests: dict[str, str],
+                   recorded: dict[str, str], active: dict[str, bool]) -> list[str]:
+    """Units, in start order, whose inputs changed since they last started or that are not active."""
+    return [u for u in units
+            if recorded.get(u) != inputs_digest(inputs.get(u, []), digests) or not active.get(u, False)]
+
+
+def etcd_health_command(master: Node) -> str:
+    """etcdctl against the local member over mTLS with the master's own etcd certificate."""
+    return ("ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=https://127.0.0.1:2379 "
+            "--cacert=/var/lib/kubernetes/ca.pem "
+            f"--cert=/etc/etcd/etcd-{master.short_name}.pem --key=/etc/etcd/etcd-{master.short_name}-key.pem "
+            "--command-timeout=3s endpoint health")
+
+
+PEER_PROBE = """
+import json, socket, sys
+peers = json.loads(sys.argv[1])
+down = []
+for name, ip in peers:
+    try:
+        socket.create_connection((ip, 2380), timeout=2).close()
+    except OSError:
+        down.append(f"{name} ({ip})")
+print(", ".join(down))
+"""
+
+HTTPS_PROBE = """
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+try:
+    with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=3) as reply:
+        print(reply.status, reply.read(200).decode(errors="replace"))
+except Exception as exc:
+    print("error", exc)
+    sys.exit(1)
+"""
+
+
+class NodeBootstrapper:
+    """Apply one node's plan through an open session."""
+
+    def __init__(self, spec: ClusterSpec, node: Node, session: NodeSession, plan, release_manifest: dict,
+                 installer: bytes, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.spec = spec
+        self.node = node
+        self.session = session
+        self.plan = plan
+        self.release_manifest = release_manifest
+        self.installer = installer
+        self.clock = clock
+        self.sleep = sleep
+        self.sudo = session.sudo
+
+    def run(self, command: str, timeout: float = 120.0, check: bool = True) -> tuple[int, str, str]:
+        return self.session.run(f"{self.sudo}sh -c {shlex.quote(command)}", timeout=timeout, check=check)
+
+    def install_binaries(self) -> list[str]:
+        """Download, verify and install the role's release files on the node; returns what was downloaded."""
+        manifest = json.dumps(self.release_manifest, indent=1, sort_keys=True).encode()
+        self.session.sync([RemoteFile(INSTALLER, self.installer, 0o700),
+                           RemoteFile(RELEASE_MANIFEST, manifest, 0o600)])
+        code, out, err = self.run(f"python3 {INSTALLER} {RELEASE_MANIFEST}", timeout=900, check=False)
+        if code != 0:
+            raise BootstrapFailed(f"{self.node.short_name}: installing release binaries failed: "
+                                  f"{(err.strip() or out.strip())[-800:]}")
+        try:
+            summary = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return []
+        return list(summary.get("downloaded", []))
+
+    def place_files(self) -> list[str]:
+        files = [RemoteFile(f.path, f.data, f.mode) for f in self.plan.files]
+        report = self.session.sync(files)
+        for path, mode in self.plan_dirs():
+            self.run(f"mkdir -p {shlex.quote(path)} && chmod {mode:o} {shlex.quote(path)}")
+        return report.uploaded + report.fixed
+
+    def plan_dirs(self) -> list[tuple[str, int]]:
+        return [(d.path, d.mode) if hasattr(d, "path") else (d[0], d[1]) for d in getattr(self.plan, "dirs", [])]
+
+    def digests(self, paths: set[str]) -> dict[str, str]:
+        if not paths:
+            return {}
+        quoted = " ".join(shlex.quote(p) for p in sorted(paths))
+        _, out, _ = self.run(f"for f in {quoted}; do [ -f \"$f\" ] && sha256sum \"$f\"; done; true")
+        found = {}
+        for line in out.splitlines():
+            digest, path = line.split(None, 1)
+            found[path.strip()] = digest
+        return found
+
+    def recorded(self) -> dict[str, str]:
+        _, out, _ = self.run(f"cat {UNIT_RECORD} 2>/dev/null || echo '{{}}'")
+        try:
+            return json.loads(out or "{}")
+        except ValueError:
+            return {}
+
+    def save_record(self, record: dict[str, str]) -> None:
+        blob = shlex.quote(json.dumps(record, sort_keys=True))
+        self.run(f"mkdir -p {STATE_DIR} && printf %s {blob} > {UNIT_RECORD}.tmp && mv {UNIT_RECORD}.tmp {UNIT_RECORD}")
+
+    def active(self, units: list[str]) -> dict[str, bool]:
+        _, out, _ = self.run(f"systemctl is-active {' '.join(units)}; true")
+        states = out.split()
+        return {u: (states[i] == "active" if i < len(states) else False) for i, u in enumerate(units)}
+
+    def journal(self, unit: str, lines: int = 15) -> str:
+        _, out, _ = self.run(f"journalctl -u {unit} -n {lines} --no-pager -o cat 2>/dev/null; true")
+        return out.strip()[-1500:]
+
+    def apply_units(self, changed_files: list[str]) -> tuple[list[str], list[str]]:
+        """(Re)start the units whose inputs changed or that are not active; returns (restarted, unchanged)."""
+        units = list(self.plan.units)
+        inputs = {u: sorted(self.plan.unit_inputs[u]) for u in units}
+        if any(p.endswith((".service", ".conf")) and p.startswith(("/etc/systemd/", "/lib/systemd/"))
+               for p in changed_files):
+            self.run("systemctl daemon-reload")
+        self.apply_kernel_settings()
+        digests = self.digests({p for paths in inputs.values() for p in paths})
+        record = self.recorded()
+        start = units_to_start(units, inputs, digests, record, self.active(units))
+        for unit in units:
+            if unit not in start:
+                continue
+            self.run(f"systemctl enable {unit} >/dev/null 2>&1; systemctl restart --no-block {unit}")
+            self.wait_unit(unit)
+            record[unit] = inputs_digest(inputs[unit], digests)
+            self.save_record(record)
+        return start, [u for u in units if u not in start]
+
+    def apply_kernel_settings(self) -> None:
+        """Modules and sysctls from the rendered files, where the kernel lets this node change them."""
+        if self.node.role is not Role.worker:
+            return
+        self.run("swapoff -a 2>/dev/null; modprobe br_netfilter 2>/dev/null; "
+                 "sysctl --system >/dev/null 2>&1; sysctl -w net.ipv4.ip_forward=1 >/dev/null 2>&1; true")
+
+    def wait_unit(self, unit: str) -> None:
+        timeout = ETCD_QUORUM_TIMEOUT if unit == "etcd" else UNIT_TIMEOUT
+        deadline = self.clock() + timeout
+        while True:
+            state = self.active([unit])[unit]
+            if state and (unit != "etcd" or self.run(etcd_health_command(self.node), check=False)[0] == 0):
+                if unit == "kube-apiserver":
+                    self.wait_api_local(deadline)
+                return
+            _, out, _ = self.run(f"systemctl show -p ActiveState,SubState,NRestarts {unit}")
+            failed = "ActiveState=failed" in out
+            if failed or self.clock() > deadline:
+                raise BootstrapFailed(self.unit_failure(unit, timeout, out))
+            self.sleep(1.0)
+
+    def wait_api_local(self, deadline: float) -> None:
+        url = "https://127.0.0.1:6443/healthz"
+        while True:
+            code, out, _ = self.run(f"python3 -c {shlex.quote(HTTPS_PROBE)} {url} /var/lib/kubernetes/ca.pem",
+                                    check=False)
+            if code == 0:
+                return
+            if self.clock() > deadline:
+                raise BootstrapFailed(f"{self.node.short_name}: kube-apiserver is active but {url} does not answer: "
+                                      f"{out.strip()}\n{self.journal('kube-apiserver')}")
+            self.sleep(1.0)
+
+    def unit_failure(self, unit: str, timeout: float, show: str) -> str:
+        detail = " ".join(show.split())
+        message = f"{self.node.short_name}: {unit} did not become active within {timeout:.0f} s ({detail})"
+        if unit == "etcd":
+            peers = [[m.short_name, str(m.private_ip)] for m in self.spec.masters if m != self.node]
+            _, down, _ = self.run(f"python3 -c {shlex.quote(PEER_PROBE)} {shlex.quote(json.dumps(peers))}",
+                                  check=False)
+            if down.strip():
+                message += f"; etcd members that never joined (no answer on 2380): {down.strip()}"
+            else:
+                message += "; every peer answers on 2380 but the cluster has no quorum"
+        return message + "\n" + self.journal(unit)
+
+
+def bootstrap_node(spec: ClusterSpec, node: Node, address: str, instance_id: str | None, store, pkey, plan,
+                   release_manifest: dict, installer: bytes,
+                   console_output: Callable[[str], str] | None = None, *,
+                   boot_timeout: float = 120.0) -> NodeBootstrap:
+    """Binaries, files and units on one node over one SSH connection with its pinned host key."""
+    started = time.monotonic()
+    pin = resolve_host_keys(store, node.short_name, address, instance_id, console_output, timeout=boot_timeout)
+    target = Target(name=node.short_name, address=address, user=spec.ssh.user, port=spec.ssh.port,
+                    host_keys=pin.keys)
+    session = NodeSession(connect(target, pkey, boot_timeout=boot_timeout), target)
+    try:
+        worker = NodeBootstrapper(spec, node, session, plan, release_manifest, installer)
+        downloaded = worker.install_binaries()
+        changed = worker.place_files()
+        restarted, unchanged = worker.apply_units(changed)
+    finally:
+        session.close()
+    return NodeBootstrap(node=node.short_name, address=address, downloaded=downloaded, files_changed=changed,
+                         restarted=restarted, unchanged=unchanged, seconds=time.monotonic() - started)
