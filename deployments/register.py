@@ -1,5 +1,5 @@
 """Deployments for one cluster spec: build-cluster/<name>, teardown-cluster/<name> and, with a
-schedule, rebuild-and-test/<name> (the nightly rebuild). Runs on a process work pool."""
+schedule, rebuild-and-test/<name> (the nightly rebuild); smoke-test/<name> checks a built cluster. Runs on a process work pool."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ WORK_POOL = "groundup"
 FLOWS = {
     "build-cluster": "flows/build_cluster.py:build_cluster",
     "teardown-cluster": "flows/teardown_cluster.py:teardown_cluster",
+    "smoke-test": "flows/smoke_test.py:smoke_test",
     "rebuild-and-test": "flows/rebuild_and_test.py:rebuild_and_test",
 }
 

@@ -6,36 +6,16 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from groundup.aws.network import ingress_rules
+from groundup.phases import BUILD_PHASES, parse_phases
 from groundup.report import build_report
 from groundup.spec import ClusterSpec
 from tasks import compute, network
+from tasks.nodes import PhaseFailed, gather
 
-BUILD_PHASES = ("network", "compute", "pki", "distribute")
-
-
-class PhaseFailed(RuntimeError):
-    """Some steps of a phase failed; the message lists each with its error."""
-
-
-def results(futures: dict[str, PrefectFuture], phase: str) -> dict:
-    """Wait for every future; raise one error naming each failed step after all have finished."""
-    wait(list(futures.values()))
-    failed = {}
-    values = {}
-    for key, future in futures.items():
-        state = future.state
-        if state.is_completed():
-            values[key] = future.result()
-        else:
-            failed[key] = state.message or state.name
-    if failed:
-        lines = "\n".join(f"  {key}: {why}" for key, why in failed.items())
-        raise PhaseFailed(f"{phase}: {len(failed)} of {len(futures)} steps failed (retry the run to redo only them):\n{lines}")
-    return values
+__all__ = ["BUILD_PHASES", "PhaseFailed", "build_cluster"]
 
 
 def network_phase(spec: ClusterSpec) -> dict[str, str]:
@@ -51,7 +31,7 @@ def network_phase(spec: ClusterSpec) -> dict[str, str]:
     tg = network.create_target_group.submit(spec, vpc)
     targets = network.register_targets.submit(spec, tg)
     listener = network.create_listener.submit(spec, lb, tg)
-    done = results(
+    done = gather(
         {"vpc": vpc, "dhcp-options": dhcp, "subnet": subnet, "internet-gateway": igw, "route-table": route_table,
          "security-group": sg, "load-balancer": lb, "target-group": tg, "targets": targets, "listener": listener,
          **rules},
@@ -68,24 +48,21 @@ def network_phase(spec: ClusterSpec) -> dict[str, str]:
 
 def compute_phase(spec: ClusterSpec, net: dict[str, str]) -> dict[str, str]:
     """Seed step 3: AMI, key pair, then every instance launched concurrently."""
-    ready = results({"ami": compute.get_ami.submit(spec), "key-pair": compute.create_key_pair.submit(spec)}, "compute")
+    ready = gather({"ami": compute.get_ami.submit(spec), "key-pair": compute.create_key_pair.submit(spec)}, "compute")
     launches = {
         node.short_name: compute.create_instance.submit(
             spec, node.short_name, ready["ami"], net["subnet_id"], net["security_group_id"], ready["key-pair"]
         )
         for node in spec.nodes
     }
-    return results(launches, "compute")
+    return gather(launches, "compute")
 
 
-@flow(name="build-cluster", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=False)
+@flow(name="build-cluster", task_runner=ThreadPoolTaskRunner(max_workers=32), log_prints=False)
 def build_cluster(spec: ClusterSpec, phases: list[str] | None = None) -> dict:
     """Build the cluster described by `spec`; `phases` limits the run to some phases (default: all)."""
     logger = get_run_logger()
-    wanted = list(phases or BUILD_PHASES)
-    unknown = [p for p in wanted if p not in BUILD_PHASES]
-    if unknown:
-        raise ValueError(f"phases: unknown {unknown}; choose from {', '.join(BUILD_PHASES)}")
+    wanted = parse_phases(phases)
     summary: dict = {"cluster": spec.name, "phases": wanted}
     if "network" in wanted:
         net = network_phase(spec)
@@ -96,19 +73,28 @@ def build_cluster(spec: ClusterSpec, phases: list[str] | None = None) -> dict:
         summary["instances"] = compute_phase(spec, net)
     nodes = compute.describe_nodes.submit(spec).result()
     summary["nodes"] = nodes
+    api_endpoint = net["load_balancer_dns"]
     if "pki" in wanted:
         from tasks.pki import pki_phase
 
         external = {name: n.get("public_ip") for name, n in nodes.items()}
-        summary["pki"] = pki_phase(spec, net["load_balancer_dns"], external)
+        summary["pki"] = pki_phase(spec, api_endpoint, external)
     if "distribute" in wanted:
         from tasks.distribute import distribute_phase
 
         summary["distribute"] = distribute_phase(spec)
+    if "bootstrap" in wanted:
+        from tasks.bootstrap import bootstrap_phase
+
+        summary["bootstrap"] = bootstrap_phase(spec, api_endpoint, nodes)
+    if "smoke" in wanted:
+        from tasks.smoke import smoke_phase
+
+        summary["smoke"] = [c.as_dict() for c in smoke_phase(spec, api_endpoint)]
     create_markdown_artifact(
         key=f"build-{spec.name}".lower(), markdown=build_report(spec, net, nodes, wanted),
         description=f"build-cluster {spec.name}",
     )
     logger.info("cluster %s: phases %s done; API endpoint https://%s:6443", spec.name, ", ".join(wanted),
-                net["load_balancer_dns"])
+                api_endpoint)
     return summary

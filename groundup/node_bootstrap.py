@@ -239,16 +239,22 @@ class NodeBootstrapper:
         return message + "\n" + self.journal(unit)
 
 
+def open_session(spec: ClusterSpec, node: Node, address: str, instance_id: str | None, store, pkey,
+                 console_output: Callable[[str], str] | None = None, *, boot_timeout: float = 120.0) -> NodeSession:
+    """One SSH session to the node with its pinned host key (read from the console output when new)."""
+    pin = resolve_host_keys(store, node.short_name, address, instance_id, console_output, timeout=boot_timeout)
+    target = Target(name=node.short_name, address=address, user=spec.ssh.user, port=spec.ssh.port,
+                    host_keys=pin.keys)
+    return NodeSession(connect(target, pkey, boot_timeout=boot_timeout), target)
+
+
 def bootstrap_node(spec: ClusterSpec, node: Node, address: str, instance_id: str | None, store, pkey, plan,
                    release_manifest: dict, installer: bytes,
                    console_output: Callable[[str], str] | None = None, *,
                    boot_timeout: float = 120.0) -> NodeBootstrap:
     """Binaries, files and units on one node over one SSH connection with its pinned host key."""
     started = time.monotonic()
-    pin = resolve_host_keys(store, node.short_name, address, instance_id, console_output, timeout=boot_timeout)
-    target = Target(name=node.short_name, address=address, user=spec.ssh.user, port=spec.ssh.port,
-                    host_keys=pin.keys)
-    session = NodeSession(connect(target, pkey, boot_timeout=boot_timeout), target)
+    session = open_session(spec, node, address, instance_id, store, pkey, console_output, boot_timeout=boot_timeout)
     try:
         worker = NodeBootstrapper(spec, node, session, plan, release_manifest, installer)
         downloaded = worker.install_binaries()

@@ -12,13 +12,34 @@ import os
 from collections.abc import Callable
 
 from prefect import get_run_logger
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, wait
 
 from groundup.aws.compute import describe_nodes
 from groundup.aws.core import make_context
 from groundup.distribution import (ALLOWED_NETWORKS_ENV, GroupResult, NodesFailed, allowed_node_networks,
                                    check_node_address, node_address)
 from groundup.spec import ClusterSpec, Node
+
+
+class PhaseFailed(RuntimeError):
+    """Some steps of a phase failed; the message lists each with its error."""
+
+
+def gather(futures: dict[str, PrefectFuture], phase: str) -> dict:
+    """Wait for every future; raise one error naming each failed step after all have finished."""
+    wait(list(futures.values()))
+    failed = {}
+    values = {}
+    for key, future in futures.items():
+        state = future.state
+        if state.is_completed():
+            values[key] = future.result()
+        else:
+            failed[key] = state.message or state.name
+    if failed:
+        lines = "\n".join(f"  {key}: {why}" for key, why in failed.items())
+        raise PhaseFailed(f"{phase}: {len(failed)} of {len(futures)} steps failed (retry the run to redo only them):\n{lines}")
+    return values
 
 
 def boot_timeout_for(spec: ClusterSpec) -> float:

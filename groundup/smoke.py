@@ -1,0 +1,244 @@
+"""The smoke test (kubernetes-the-hard-way 12): what is checked, where it ran, how it ended.
+
+Every check says *where it ran*: `real` (real etcd, systemd, containerd, CNI, load balancer and
+TLS), `placeholder` (against a placeholder Kubernetes binary, which checks its flags, files,
+certificates and TLS paths but serves no API), or `needs AWS` (needs a real API server: implemented,
+and run whenever the API server is real). Each check reads command output; the parsing is pure
+and tested on recorded output. Nothing here imports Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+from groundup.spec import ClusterSpec, Node
+
+
+class Where(str, Enum):
+    real = "real"
+    placeholder = "placeholder"
+    aws = "needs AWS"
+
+
+class Status(str, Enum):
+    passed = "passed"
+    failed = "failed"
+    not_run = "not run"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One smoke check's outcome; `detail` names the node and says why when it failed."""
+
+    name: str
+    where: Where
+    status: Status
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["where"], data["status"] = self.where.value, self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Check:
+        return cls(data["name"], Where(data["where"]), Status(data["status"]), data.get("detail", ""))
+
+
+def passed(name: str, where: Where, detail: str = "") -> Check:
+    return Check(name, where, Status.passed, detail)
+
+
+def failed(name: str, where: Where, detail: str) -> Check:
+    return Check(name, where, Status.failed, detail)
+
+
+def not_run(name: str, where: Where, detail: str) -> Check:
+    return Check(name, where, Status.not_run, detail)
+
+
+# etcd --------------------------------------------------------------------------------------------
+
+def etcdctl(master: Node, *args: str) -> str:
+    """etcdctl over mTLS with the master's own etcd certificate, against every member."""
+    return ("ETCDCTL_API=3 /usr/local/bin/etcdctl --cacert=/var/lib/kubernetes/ca.pem "
+            f"--cert=/etc/etcd/etcd-{master.short_name}.pem --key=/etc/etcd/etcd-{master.short_name}-key.pem "
+            "--command-timeout=5s " + " ".join(args))
+
+
+def etcd_endpoints(spec: ClusterSpec) -> str:
+    return ",".join(f"https://{m.private_ip}:2379" for m in spec.masters)
+
+
+def parse_member_list(output: str) -> list[dict]:
+    """`etcdctl member list -w json` -> [{name, peer_urls, client_urls}] (unstarted members have no name)."""
+    data = json.loads(output)
+    return [{"name": m.get("name", ""), "peer_urls": m.get("peerURLs", []), "client_urls": m.get("clientURLs", [])}
+            for m in data.get("members", [])]
+
+
+def parse_endpoint_health(output: str) -> dict[str, bool]:
+    """`etcdctl endpoint health -w json` -> {endpoint: healthy}."""
+    return {e["endpoint"]: bool(e.get("health")) for e in json.loads(output)}
+
+
+def judge_etcd(spec: ClusterSpec, members: list[dict], health: dict[str, bool]) -> Check:
+    name = "etcd: every member started and healthy over mTLS"
+    problems = []
+    started = {m["name"] for m in members if m["name"]}
+    for master in spec.masters:
+        if master.short_name not in started and master.hostname not in started:
+            problems.append(f"{master.short_name} is not a started member")
+        endpoint = f"https://{master.private_ip}:2379"
+        if not health.get(endpoint, False):
+            problems.append(f"{master.short_name} ({endpoint}) is unhealthy")
+    if len(members) != len(spec.masters):
+        problems.append(f"{len(members)} members, expected {len(spec.masters)}")
+    if problems:
+        return failed(name, Where.real, "; ".join(problems))
+    return passed(name, Where.real, f"{len(members)} members healthy")
+
+
+def health_from_failure(spec: ClusterSpec, output: str) -> dict[str, bool]:
+    """`etcdctl endpoint health` exits 1 when one endpoint is down: read the per-endpoint lines."""
+    health = {}
+    for master in spec.masters:
+        endpoint = f"https://{master.private_ip}:2379"
+        line = next((ln for ln in output.splitlines() if endpoint in ln), "")
+        health[endpoint] = "is healthy" in line
+    return health
+
+
+# units -------------------------------------------------------------------------------------------
+
+def unit_show_command(units: list[str]) -> str:
+    return "systemctl show -p Id,ActiveState,SubState,NRestarts " + " ".join(f"{u}.service" for u in units)
+
+
+def parse_unit_show(output: str) -> dict[str, dict[str, str]]:
+    """`systemctl show -p ...` blocks -> {unit: {ActiveState, SubState, NRestarts}}."""
+    units: dict[str, dict[str, str]] = {}
+    for block in output.strip().split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in fields:
+            units[fields["Id"].removesuffix(".service")] = fields
+    return units
+
+
+def judge_units(node: Node, wanted: list[str], shown: dict[str, dict[str, str]]) -> list[str]:
+    """Problems with the node's units: not active/running, or restarted by systemd."""
+    problems = []
+    for unit in wanted:
+        fields = shown.get(unit, {})
+        state = f"{fields.get('ActiveState', '?')}/{fields.get('SubState', '?')}"
+        if state != "active/running":
+            problems.append(f"{node.short_name}: {unit} is {state}")
+        elif fields.get("NRestarts", "0") not in ("0", ""):
+            problems.append(f"{node.short_name}: {unit} restarted {fields['NRestarts']} times")
+    return problems
+
+
+# API ---------------------------------------------------------------------------------------------
+
+def is_placeholder_version(version: dict) -> bool:
+    """The API server's /version says it is a placeholder (it serves no Kubernetes API)."""
+    return "placeholder" in json.dumps(version).lower()
+
+
+
+
+def parse_client_identities(journal: str) -> set[str]:
+    """CNs of the clients an API server placeholder logged (`client CN=... O=...`)."""
+    found = set()
+    for line in journal.splitlines():
+        match = re.search(r"CN=([^,\s]+)", line)
+        if match and "client" in line.lower():
+            found.add(match.group(1))
+    return found
+
+
+def expected_node_clients(spec: ClusterSpec) -> dict[str, str]:
+    """Per worker: the CN its kubelet presents; plus kube-proxy's."""
+    wanted = {f"{w.short_name} kubelet": f"system:node:{w.hostname}" for w in spec.workers}
+    if spec.workers:
+        wanted["kube-proxy"] = "system:kube-proxy"
+    return wanted
+
+
+def judge_node_clients(spec: ClusterSpec, seen: set[str]) -> Check:
+    name = "each worker's kubelet and kube-proxy reached the API through the NLB with their own certs"
+    missing = [f"{who} ({cn})" for who, cn in expected_node_clients(spec).items() if cn not in seen]
+    if missing:
+        return failed(name, Where.placeholder, "never seen by any API server: " + ", ".join(missing))
+    return passed(name, Where.placeholder, f"{len(expected_node_clients(spec))} identities seen")
+
+
+def judge_nodes_ready(spec: ClusterSpec, nodes_json: str) -> Check:
+    """`kubectl get nodes -o json`: every worker registered and Ready."""
+    name = "nodes Ready"
+    items = {n["metadata"]["name"]: n for n in json.loads(nodes_json).get("items", [])}
+    problems = []
+    for worker in spec.workers:
+        node = items.get(worker.hostname)
+        if node is None:
+            problems.append(f"{worker.short_name} ({worker.hostname}) not registered")
+            continue
+        ready = [c for c in node.get("status", {}).get("conditions", []) if c.get("type") == "Ready"]
+        if not ready or ready[0].get("status") != "True":
+            problems.append(f"{worker.short_name} not Ready")
+    return failed(name, Where.aws, "; ".join(problems)) if problems else passed(name, Where.aws)
+
+
+ENCRYPTED_PREFIX = b"k8s:enc:aescbc:v1:key1"
+
+
+def judge_secret_encrypted(raw_value: bytes) -> Check:
+    """The Secret's value as etcd stores it begins with the aescbc provider's prefix."""
+    name = "Secret in etcd begins k8s:enc:aescbc:v1:key1"
+    marker = raw_value.find(b"/registry/secrets/")
+    value = raw_value[raw_value.find(b"\n", marker) + 1:] if marker >= 0 else raw_value
+    if value.startswith(ENCRYPTED_PREFIX):
+        return passed(name, Where.aws)
+    return failed(name, Where.aws, f"stored value begins {value[:24]!r}")
+
+
+# pod network -------------------------------------------------------------------------------------
+
+def parse_container_ip(ip_output: str) -> str | None:
+    """The IPv4 address of eth0 from `ip -4 -o addr show eth0` inside a container."""
+    match = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", ip_output)
+    return match.group(1) if match else None
+
+
+def parse_ping(output: str) -> bool:
+    """busybox/iputils ping: at least one reply."""
+    match = re.search(r"(\d+) packets received|(\d+) received", output)
+    return bool(match) and int(match.group(1) or match.group(2)) > 0
+
+
+# report ------------------------------------------------------------------------------------------
+
+def failures(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.status is Status.failed]
+
+
+def report_markdown(spec: ClusterSpec, checks: list[Check], api: str) -> str:
+    """The smoke report: every check with where it ran and how it ended."""
+    verdict = "FAILED" if failures(checks) else "passed"
+    lines = [f"# Smoke test of `{spec.name}`: {verdict}", "", f"API: {api}", "",
+             "| check | where it ran | result | detail |", "|---|---|---|---|"]
+    for check in checks:
+        detail = check.detail.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {check.name} | {check.where.value} | {check.status.value} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_table(checks: list[Check]) -> str:
+    """The same as plain text, for the command line."""
+    width = max((len(c.name) for c in checks), default=10)
+    rows = [f"{'check':<{width}}  {'where':<11}  result   detail"]
+    rows += [f"{c.name:<{width}}  {c.where.value:<11}  {c.status.value:<7}  {c.detail}" for c in checks]
+    return "\n".join(rows)

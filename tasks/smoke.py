@@ -1,0 +1,303 @@
+"""The smoke test as Prefect tasks (kubernetes-the-hard-way 12): the API through the NLB from here, one
+task per node over SSH (units, etcd, containerd), the pod network between workers, and the checks
+that need a real API server. Every check reports where it ran (`groundup/smoke.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import uuid
+from ipaddress import ip_address
+
+from prefect import get_run_logger, task
+
+from blocks.artifact_store import get_store
+from groundup import smoke
+from groundup.admin_kubeconfig import ADMIN_KUBECONFIG
+from groundup.aws.compute import ssh_key_path
+from groundup.smoke import Check, Where, failed, not_run, passed
+from groundup.spec import ClusterSpec, Node, Role, node_by_name
+from groundup.ssh import RemoteFile, pkey_from_cryptography
+from tasks.nodes import boot_timeout_for, console_output_reader, fan_out
+
+CTR = "ctr -n groundup-smoke"
+IMAGE_PATH = "/var/lib/groundup/smoke-image.tar"
+POD = "groundup-smoke-pod"
+
+
+def _session(spec: ClusterSpec, node: Node, address: str, instance_id: str | None, boot_timeout: float):
+    from groundup.node_bootstrap import open_session
+
+    store = get_store(spec.name)
+    pkey = pkey_from_cryptography(store.read_private_key(ssh_key_path(spec)))
+    return open_session(spec, node, address, instance_id, store, pkey, console_output_reader(spec),
+                        boot_timeout=boot_timeout)
+
+
+def _sh(session, command: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    return session.run(f"{session.sudo}sh -c {shlex.quote(command)}", timeout=timeout, check=False)
+
+
+@task(name="smoke-api", persist_result=True)
+def smoke_api(spec: ClusterSpec) -> dict:
+    """/healthz and /version through the NLB by DNS name with the admin kubeconfig; a cert-less client refused."""
+    from groundup.cluster_api import credentials, https_get, kubectl
+
+    kubeconfig = get_store(spec.name).read(ADMIN_KUBECONFIG)
+    creds = credentials(kubeconfig)
+    checks: list[Check] = []
+    health = kubectl(kubeconfig, "get", "--raw", "/healthz", timeout=30)
+    version_run = kubectl(kubeconfig, "get", "--raw", "/version", timeout=30)
+    try:
+        version = json.loads(version_run.stdout or b"{}")
+    except ValueError:
+        version = {}
+    placeholder = smoke.is_placeholder_version(version)
+    where = Where.placeholder if placeholder else Where.real
+    name = "API /healthz and /version through the NLB by DNS name with the admin kubeconfig (kubectl, TLS host-name check)"
+    if health.returncode == 0 and health.stdout.strip() == b"ok" and version.get("gitVersion"):
+        checks.append(passed(name, where, f"{creds.server}: ok, {version['gitVersion']}"
+                                          + (" (placeholder server)" if placeholder else "")))
+    else:
+        why = (health.stderr or version_run.stderr or health.stdout).decode(errors="replace").strip()
+        checks.append(failed(name, where, f"{creds.server}: {why[:300]}"))
+    name = "a client without a certificate is refused"
+    try:
+        status, _ = https_get(creds, "/api/v1/namespaces", client_cert=False)
+        result = passed(name, where, f"HTTP {status}") if status in (401, 403) else failed(name, where, f"HTTP {status}")
+    except OSError as exc:
+        result = failed(name, where, f"{type(exc).__name__}: {exc}")
+    checks.append(result)
+    return {"placeholder": placeholder, "version": version, "checks": [c.as_dict() for c in checks]}
+
+
+@task(name="smoke-node", task_run_name="smoke-{node}", persist_result=True)
+def smoke_node(spec: ClusterSpec, node: str, address: str, instance_id: str | None, api_endpoint: str,
+               boot_timeout: float = 60.0) -> dict:
+    """Units active and not restarting; on masters etcd's members; on workers a container and a pod IP."""
+    from groundup.bootstrap import node_plan
+    from groundup.oci import IMAGE_NAME, find_busybox, image_archive
+
+    target = node_by_name(spec, node)
+    units = list(node_plan(spec, target, api_endpoint).units)
+    session = _session(spec, target, address, instance_id, boot_timeout)
+    out: dict = {"node": node, "role": target.role.value}
+    try:
+        _, shown, _ = _sh(session, smoke.unit_show_command(units))
+        out["unit_problems"] = smoke.judge_units(target, units, smoke.parse_unit_show(shown))
+        if target.role is Role.master:
+            endpoints = smoke.etcd_endpoints(spec)
+            code, members, err = _sh(session, smoke.etcdctl(target, f"--endpoints={endpoints}", "member list -w json"))
+            out["etcd_members"] = smoke.parse_member_list(members) if code == 0 else []
+            out["etcd_error"] = "" if code == 0 else err.strip()[:300]
+            code, health, err = _sh(session, smoke.etcdctl(target, f"--endpoints={endpoints}", "endpoint health -w json"))
+            try:
+                out["etcd_health"] = smoke.parse_endpoint_health(health)
+            except ValueError:
+                out["etcd_health"] = smoke.health_from_failure(spec, health + err)
+            _, journal, _ = _sh(session, "journalctl -u kube-apiserver --no-pager -o cat | grep -i 'client' | tail -n 2000")
+            out["api_clients"] = sorted(smoke.parse_client_identities(journal))
+        else:
+            session.sync([RemoteFile(IMAGE_PATH, image_archive(find_busybox().read_bytes()), 0o600)])
+            code, _, err = _sh(session, f"{CTR} image import {IMAGE_PATH} >/dev/null", timeout=120)
+            hello = f"groundup-smoke-{uuid.uuid4().hex[:8]}"
+            code, said, err2 = _sh(session, f"{CTR} run --rm --cpu-shares 0 {IMAGE_NAME} {hello} "
+                                            "/bin/busybox echo groundup-smoke", timeout=120)
+            out["container"] = "ok" if code == 0 and "groundup-smoke" in said else (err + err2).strip()[-300:]
+            _sh(session, f"{CTR} task kill -s KILL {POD} 2>/dev/null; sleep 0.3; {CTR} task delete {POD} 2>/dev/null; "
+                         f"{CTR} container delete {POD} 2>/dev/null; true")
+            code, _, err = _sh(session, f"{CTR} run -d --cni --cpu-shares 0 {IMAGE_NAME} {POD} /bin/busybox sleep 900",
+                               timeout=120)
+            _, addr, err2 = _sh(session, f"{CTR} task exec --exec-id ip-{uuid.uuid4().hex[:6]} {POD} "
+                                         "/bin/busybox ip -4 -o addr show eth0")
+            out["pod_ip"] = smoke.parse_container_ip(addr)
+            out["pod_error"] = "" if out["pod_ip"] else (err + err2).strip()[-300:]
+    finally:
+        session.close()
+    return out
+
+
+@task(name="smoke-pod-network", task_run_name="smoke-pod-network-{node}", persist_result=True)
+def smoke_pod_network(spec: ClusterSpec, node: str, address: str, instance_id: str | None,
+                      peers: dict[str, str], boot_timeout: float = 60.0) -> dict:
+    """From this worker's pod, ping every other worker's pod through the pod routes; then remove the pod."""
+    session = _session(spec, node_by_name(spec, node), address, instance_id, boot_timeout)
+    reached, unreachable = [], []
+    try:
+        for peer, ip in sorted(peers.items()):
+            if peer == node:
+                continue
+            _, said, err = _sh(session, f"{CTR} task exec --exec-id ping-{uuid.uuid4().hex[:6]} {POD} "
+                                        f"/bin/busybox ping -c 2 -W 2 {ip}", timeout=30)
+            (reached if smoke.parse_ping(said) else unreachable).append(f"{peer} {ip}")
+        _sh(session, f"{CTR} task kill -s KILL {POD}; sleep 0.3; {CTR} task delete {POD}; {CTR} container delete {POD}; true")
+    finally:
+        session.close()
+    return {"node": node, "reached": reached, "unreachable": unreachable}
+
+
+def needs_aws_checks(spec: ClusterSpec) -> list[str]:
+    return ["Secret in etcd begins k8s:enc:aescbc:v1:key1", "nodes Ready",
+            "nginx deployment runs; logs and exec work", "a NodePort answers", "kubernetes.default resolves in a pod"]
+
+
+@task(name="smoke-kubernetes-api", persist_result=True)
+def smoke_kubernetes_api(spec: ClusterSpec, master: tuple[str, str, str | None],
+                         worker: tuple[str, str, str | None] | None) -> list[dict]:
+    """The checks that need a real API server: kubectl through the NLB with the admin kubeconfig, and
+    etcd's stored Secret and a NodePort read over SSH on a master and a worker."""
+    from groundup.cluster_api import kubectl
+
+    names = needs_aws_checks(spec)
+    kubeconfig = get_store(spec.name).read(ADMIN_KUBECONFIG)
+    checks = []
+    kubectl(kubeconfig, "delete", "secret", "groundup-smoke", "--ignore-not-found")
+    made = kubectl(kubeconfig, "create", "secret", "generic", "groundup-smoke", "--from-literal=mykey=mydata")
+    master_node = node_by_name(spec, master[0])
+    session = _session(spec, master_node, master[1], master[2], 60.0)
+    try:
+        _, raw, err = _sh(session, smoke.etcdctl(master_node, "--endpoints=https://127.0.0.1:2379", "get",
+                                                  "/registry/secrets/default/groundup-smoke") + " | base64 -w0")
+    finally:
+        session.close()
+    checks.append(smoke.judge_secret_encrypted(base64.b64decode(raw or b"")) if made.returncode == 0
+                  else failed(names[0], Where.aws, made.stderr.decode(errors="replace").strip()))
+    checks.append(smoke.judge_nodes_ready(spec, kubectl(kubeconfig, "get", "nodes", "-o", "json").stdout.decode() or "{}"))
+    kubectl(kubeconfig, "create", "deployment", "groundup-smoke-nginx", "--image=nginx:1.27")
+    rolled = kubectl(kubeconfig, "rollout", "status", "deployment/groundup-smoke-nginx", "--timeout=180s", timeout=200)
+    logs = kubectl(kubeconfig, "logs", "deployment/groundup-smoke-nginx")
+    execd = kubectl(kubeconfig, "exec", "deployment/groundup-smoke-nginx", "--", "nginx", "-v")
+    ok = rolled.returncode == 0 and logs.returncode == 0 and execd.returncode == 0
+    checks.append(passed(names[2], Where.aws) if ok
+                  else failed(names[2], Where.aws, (rolled.stderr + logs.stderr + execd.stderr).decode()[:300]))
+    kubectl(kubeconfig, "expose", "deployment", "groundup-smoke-nginx", "--port=80", "--type=NodePort")
+    port = kubectl(kubeconfig, "get", "svc", "groundup-smoke-nginx", "-o",
+                   "jsonpath={.spec.ports[0].nodePort}").stdout.decode().strip()
+    if worker is None or not port:
+        checks.append(failed(names[3], Where.aws, "no worker" if worker is None else "no nodePort assigned"))
+    else:
+        worker_node = node_by_name(spec, worker[0])
+        session = _session(spec, worker_node, worker[1], worker[2], 60.0)
+        try:
+            url = f"http://{worker_node.private_ip}:{port}/"
+            code, said, err = _sh(session, "python3 -c " + shlex.quote(
+                "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).status)") + f" {url}")
+        finally:
+            session.close()
+        checks.append(passed(names[3], Where.aws, url) if code == 0 and said.strip() == "200"
+                      else failed(names[3], Where.aws, f"{url}: {(said + err).strip()[-200:]}"))
+    dns = kubectl(kubeconfig, "run", "groundup-smoke-dns", "--image=busybox:1.36", "--restart=Never", "--rm", "-i",
+                  "--", "nslookup", f"kubernetes.default.svc.{spec.cluster_domain}", timeout=180)
+    resolved = str(spec.kubernetes_service_ip) in dns.stdout.decode()
+    checks.append(passed(names[4], Where.aws) if resolved
+                  else failed(names[4], Where.aws, (dns.stdout + dns.stderr).decode()[-300:]))
+    kubectl(kubeconfig, "delete", "svc,deployment", "groundup-smoke-nginx", "--ignore-not-found")
+    kubectl(kubeconfig, "delete", "secret", "groundup-smoke", "--ignore-not-found")
+    return [c.as_dict() for c in checks]
+
+
+def node_checks(spec: ClusterSpec, nodes: dict[str, dict], api: dict, pods: dict[str, dict],
+                failures: dict[str, str]) -> list[Check]:
+    """The per-node results judged into the report's rows."""
+    checks: list[Check] = []
+    masters = [nodes[m.short_name] for m in spec.masters if m.short_name in nodes]
+    if masters:
+        first = masters[0]
+        checks.append(smoke.judge_etcd(spec, first.get("etcd_members", []), first.get("etcd_health", {})))
+    else:
+        checks.append(failed("etcd: every member started and healthy over mTLS", Where.real, "no master answered"))
+    problems = [p for n in nodes.values() for p in n.get("unit_problems", [])]
+    problems += [f"{name}: {why}" for name, why in failures.items()]
+    name = "every unit active on every node, none restarting"
+    checks.append(failed(name, Where.real, "; ".join(problems)) if problems
+                  else passed(name, Where.real, f"{len(nodes)} nodes"))
+    if api.get("placeholder"):
+        seen = {cn for n in masters for cn in n.get("api_clients", [])}
+        checks.append(smoke.judge_node_clients(spec, seen))
+    workers = [nodes[w.short_name] for w in spec.workers if w.short_name in nodes]
+    name = "containerd on every worker runs a container from a locally imported image"
+    bad = [f"{w['node']}: {w.get('container')}" for w in workers if w.get("container") != "ok"]
+    checks.append(failed(name, Where.real, "; ".join(bad)) if bad or not workers
+                  else passed(name, Where.real, f"{len(workers)} workers"))
+    name = "pod network: a pod on each worker gets an IP in its pod CIDR and reaches the pods on every other worker"
+    bad = []
+    for worker in spec.workers:
+        got = nodes.get(worker.short_name, {})
+        ip = got.get("pod_ip")
+        if not ip:
+            bad.append(f"{worker.short_name}: no pod IP ({got.get('pod_error', 'not run')})")
+        elif ip_address(ip) not in worker.pod_cidr:
+            bad.append(f"{worker.short_name}: pod IP {ip} outside {worker.pod_cidr}")
+        unreachable = pods.get(worker.short_name, {}).get("unreachable", [])
+        if unreachable:
+            bad.append(f"{worker.short_name} cannot reach {', '.join(unreachable)}")
+    checks.append(failed(name, Where.real, "; ".join(bad)) if bad
+                  else passed(name, Where.real, f"{len(spec.workers)} pods, {len(spec.workers) * (len(spec.workers) - 1)} paths"))
+    return checks
+
+
+def smoke_phase(spec: ClusterSpec, api_endpoint: str) -> list[Check]:
+    """Every check, each with where it ran; publishes the report; raises when any check failed."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from groundup.distribution import NodesFailed
+
+    logger = get_run_logger()
+    timeout = min(boot_timeout_for(spec), 60.0)
+    api = smoke_api.submit(spec)
+    failures: dict[str, str] = {}
+    addresses: dict[str, tuple[str, str, str | None]] = {}
+
+    def submit(node: Node, address: str, instance_id: str | None):
+        addresses[node.short_name] = (node.short_name, address, instance_id)
+        return smoke_node.submit(spec, node.short_name, address, instance_id, api_endpoint, timeout)
+
+    try:
+        _, nodes = fan_out(spec, "smoke-nodes", spec.nodes, submit)
+    except NodesFailed as exc:
+        nodes = {}
+        failures = exc.group.failed
+    peers = {name: n["pod_ip"] for name, n in nodes.items() if n.get("pod_ip")}
+    pods: dict[str, dict] = {}
+    if peers:
+        try:
+            _, pods = fan_out(spec, "smoke-pod-network", [w for w in spec.workers if w.short_name in peers],
+                              lambda node, address, instance_id: smoke_pod_network.submit(
+                                  spec, node.short_name, address, instance_id, peers, timeout))
+        except NodesFailed as exc:
+            failures.update({f"pod network {k}": v for k, v in exc.group.failed.items()})
+    api_result = api.result()
+    checks = [Check.from_dict(c) for c in api_result["checks"]]
+    checks += node_checks(spec, nodes, api_result, pods, failures)
+    if api_result["placeholder"]:
+        checks += [not_run(name, Where.aws, "the API server is a placeholder: needs a real kube-apiserver (AWS)")
+                   for name in needs_aws_checks(spec)]
+    elif spec.masters[0].short_name not in addresses:
+        checks += [failed(name, Where.aws, f"{spec.masters[0].short_name} is unreachable") for name in needs_aws_checks(spec)]
+    else:
+        checks += [Check.from_dict(c) for c in smoke_kubernetes_api.submit(
+            spec, addresses[spec.masters[0].short_name],
+            addresses.get(spec.workers[0].short_name) if spec.workers else None).result()]
+    report = smoke.report_markdown(spec, checks, f"https://{api_endpoint}:6443")
+    try:
+        create_markdown_artifact(key=f"smoke-{spec.name}".lower(), markdown=report,
+                                 description=f"smoke test of {spec.name}")
+    except Exception as exc:  # the report is not the reason the phase fails
+        logger.warning("could not publish the smoke report: %s", exc)
+    logger.info("smoke test of %s:\n%s", spec.name, smoke.report_table(checks))
+    bad = smoke.failures(checks)
+    if bad:
+        raise SmokeFailed(spec, bad)
+    return checks
+
+
+class SmokeFailed(RuntimeError):
+    """At least one smoke check failed; the message names each with its node and reason."""
+
+    def __init__(self, spec: ClusterSpec, checks: list[Check]) -> None:
+        lines = "\n".join(f"  {c.name}: {c.detail}" for c in checks)
+        super().__init__(f"smoke test of {spec.name}: {len(checks)} checks failed:\n{lines}")
+        self.checks = checks
+

@@ -1,0 +1,122 @@
+"""Smoke checks judged from recorded command output: etcd, units, API clients, nodes, Secret, pods."""
+
+from __future__ import annotations
+
+import json
+
+from groundup import smoke
+from groundup.smoke import Status, Where
+from groundup.spec import parse_spec
+
+SPEC = parse_spec({"name": "smoke", "subnet_cidr": "10.240.0.0/24", "vpc_cidr": "10.240.0.0/16",
+                   "pod_cidr": "10.200.0.0/16"})
+MASTERS = [f"https://10.240.0.{10 + i}:2379" for i in range(3)]
+
+MEMBER_LIST = json.dumps({"header": {"cluster_id": 1}, "members": [
+    {"ID": 1, "name": "master-0", "peerURLs": ["https://10.240.0.10:2380"], "clientURLs": ["https://10.240.0.10:2379"]},
+    {"ID": 2, "name": "master-1", "peerURLs": ["https://10.240.0.11:2380"], "clientURLs": ["https://10.240.0.11:2379"]},
+    {"ID": 3, "name": "master-2", "peerURLs": ["https://10.240.0.12:2380"], "clientURLs": ["https://10.240.0.12:2379"]},
+]})
+HEALTH_JSON = json.dumps([{"endpoint": e, "health": True, "took": "2ms"} for e in MASTERS])
+
+
+def test_three_started_healthy_members_pass():
+    check = smoke.judge_etcd(SPEC, smoke.parse_member_list(MEMBER_LIST), smoke.parse_endpoint_health(HEALTH_JSON))
+    assert check.status is Status.passed and check.where is Where.real
+
+
+def test_an_unstarted_member_and_an_unhealthy_endpoint_are_named():
+    members = json.loads(MEMBER_LIST)
+    members["members"][2]["name"] = ""
+    output = (f"{MASTERS[0]} is healthy: successfully committed proposal: took = 2ms\n"
+              f"{MASTERS[1]} is healthy: successfully committed proposal: took = 3ms\n"
+              f"{MASTERS[2]} is unhealthy: failed to commit proposal: context deadline exceeded\n"
+              "Error: unhealthy cluster\n")
+    check = smoke.judge_etcd(SPEC, smoke.parse_member_list(json.dumps(members)),
+                             smoke.health_from_failure(SPEC, output))
+    assert check.status is Status.failed
+    assert "master-2 is not a started member" in check.detail
+    assert "master-2 (https://10.240.0.12:2379) is unhealthy" in check.detail
+
+
+SHOW = """Id=etcd.service
+ActiveState=active
+SubState=running
+NRestarts=0
+
+Id=kube-apiserver.service
+ActiveState=activating
+SubState=auto-restart
+NRestarts=4
+
+Id=kube-scheduler.service
+ActiveState=active
+SubState=running
+NRestarts=2
+"""
+
+
+def test_units_not_running_or_restarted_by_systemd_are_problems():
+    master = SPEC.masters[0]
+    problems = smoke.judge_units(master, ["etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager"],
+                                 smoke.parse_unit_show(SHOW))
+    assert problems == [
+        "master-0: kube-apiserver is activating/auto-restart",
+        "master-0: kube-scheduler restarted 2 times",
+        "master-0: kube-controller-manager is ?/?",
+    ]
+
+
+def test_node_clients_from_the_apiserver_journal():
+    journal = "\n".join([
+        "client CN=system:node:ip-10-240-0-20 O=system:nodes GET /api/v1/nodes/ip-10-240-0-20",
+        "client CN=system:node:ip-10-240-0-21 O=system:nodes GET /api/v1/nodes/ip-10-240-0-21",
+        "client CN=system:kube-proxy O=system:node-proxier GET /api/v1/services",
+        "serving on 0.0.0.0:6443",
+    ])
+    seen = smoke.parse_client_identities(journal)
+    check = smoke.judge_node_clients(SPEC, seen)
+    assert check.status is Status.failed and check.where is Where.placeholder
+    assert check.detail == "never seen by any API server: worker-2 kubelet (system:node:ip-10-240-0-22)"
+    seen.add("system:node:ip-10-240-0-22")
+    assert smoke.judge_node_clients(SPEC, seen).status is Status.passed
+
+
+def test_nodes_ready_from_kubectl_json():
+    def node(name, ready):
+        return {"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": ready}]}}
+
+    items = [node("ip-10-240-0-20", "True"), node("ip-10-240-0-21", "False")]
+    check = smoke.judge_nodes_ready(SPEC, json.dumps({"items": items}))
+    assert check.status is Status.failed
+    assert check.detail == "worker-1 not Ready; worker-2 (ip-10-240-0-22) not registered"
+
+
+def test_secret_stored_encrypted_as_etcdctl_prints_it():
+    stored = b"/registry/secrets/default/groundup-smoke\nk8s:enc:aescbc:v1:key1:\x8f\x12binary"
+    assert smoke.judge_secret_encrypted(stored).status is Status.passed
+    plain = b"/registry/secrets/default/groundup-smoke\nk8s\x00\n\x0c\n\x02v1\x12\x06Secret"
+    check = smoke.judge_secret_encrypted(plain)
+    assert check.status is Status.failed and "k8s\\x00" in check.detail
+
+
+def test_pod_ip_and_ping_from_busybox_output():
+    assert smoke.parse_container_ip("2: eth0    inet 10.200.1.2/24 brd 10.200.1.255 scope global eth0") == "10.200.1.2"
+    assert smoke.parse_container_ip("") is None
+    assert smoke.parse_ping("2 packets transmitted, 2 packets received, 0% packet loss")
+    assert not smoke.parse_ping("2 packets transmitted, 0 packets received, 100% packet loss")
+
+
+def test_placeholder_detected_from_version():
+    assert smoke.is_placeholder_version({"gitVersion": "v1.32.3", "placeholder": True})
+    assert not smoke.is_placeholder_version({"gitVersion": "v1.32.3", "platform": "linux/amd64"})
+
+
+def test_report_names_where_each_check_ran():
+    checks = [smoke.passed("etcd", Where.real), smoke.failed("units", Where.real, "master-0: etcd is failed/failed"),
+              smoke.not_run("nodes Ready", Where.aws, "placeholder")]
+    report = smoke.report_markdown(SPEC, checks, "https://lb:6443")
+    assert report.startswith("# Smoke test of `smoke`: FAILED")
+    assert "| units | real | failed | master-0: etcd is failed/failed |" in report
+    assert "| nodes Ready | needs AWS | not run | placeholder |" in report
+    assert [c.name for c in smoke.failures(checks)] == ["units"]
