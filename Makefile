@@ -11,6 +11,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 
 deps:
 	bash scripts/install-deps.sh
+	if [ "$$(id -u)" = 0 ]; then bash scripts/install-sandbox-deps.sh; fi
 
 $(BIN)/.installed: pyproject.toml
 	$(MAKE) deps
