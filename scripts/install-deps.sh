@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the project needs; installs only what is missing.
 set -euo pipefail
-packages=(python3 python3-venv python3-dev openssl gcc make python3-cryptography python3-yaml busybox-static)
+packages=(python3 python3-venv python3-dev openssl gcc make python3-cryptography python3-yaml busybox-static chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
