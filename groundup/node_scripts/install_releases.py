@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""Download, verify and install a node's release files, as listed in a manifest written by groundup
+(`groundup.releases.node_release_manifest`). Runs on the node as root with the system python3 (3.8+),
+standard library only.
+
+    install_releases.py MANIFEST.json [--root DIR]
+
+For each artifact: when every file a previous run installed from the same URL is still in place
+(same sha256 and mode, recorded in /var/lib/groundup/releases.json), nothing is downloaded. Otherwise
+the artifact and its checksum file are downloaded, the sha256 is checked, and the files are installed
+atomically (written beside their destination, then renamed over it). An artifact whose checksum does
+not match installs nothing. The last line on stdout is a JSON summary:
+{"downloaded": [...], "unchanged": [...], "installed": [...], "failed": [...]}; errors go to stderr
+and make the exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import socket
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+STATE_FILE = "var/lib/groundup/releases.json"
+DOWNLOAD_DIR = "var/lib/groundup/downloads"
+TIMEOUT_S = 30
+ATTEMPTS = 4
+USER_AGENT = "groundup-install-releases/1"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+class Failure(Exception):
+    """An artifact that could not be installed; the message says which and what to do."""
+
+
+class NotFound(Exception):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+def log(message: str) -> None:
+    print(f"install_releases: {message}", file=sys.stderr, flush=True)
+
+
+def rooted(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _retrying(url: str, action):
+    """Run `action(response)` on a GET of `url`, retrying network errors and 5xx with backoff."""
+    last = None
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            time.sleep(min(2 ** (attempt - 1), 8))
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                return action(response)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (404, 410):
+                raise NotFound(url) from None
+            if exc.code < 500 and exc.code not in (408, 429):
+                raise Failure(f"{url} answered HTTP {exc.code} {exc.reason}") from None
+            last = f"HTTP {exc.code} {exc.reason}"
+        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+    raise Failure(f"{url}: no answer after {ATTEMPTS} attempts ({last}); check the node can reach it")
+
+
+def fetch_text(url: str) -> str:
+    return _retrying(url, lambda response: response.read(1 << 20).decode("utf-8", "replace"))
+
+
+def download(url: str, dest: str) -> str:
+    """Stream `url` into `dest`; returns the sha256 of what was written."""
+    def save(response) -> str:
+        digest = hashlib.sha256()
+        with open(dest, "wb") as handle:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                digest.update(chunk)
+                handle.write(chunk)
+        return digest.hexdigest()
+
+    return _retrying(url, save)
+
+
+def expected_digest(text: str, entry: dict) -> str:
+    """The artifact's sha256 as its checksum file states it (bare hex, or sha256sum lines)."""
+    if entry["checksum_format"] == "hex":
+        words = text.split()
+        found = words[0].lower() if words else ""
+    else:
+        wanted = entry["checksum_entry"]
+        found = ""
+        for line in text.splitlines():
+            parts = line.strip().split(None, 1)
+            if len(parts) == 2 and _strip_dot(parts[1].lstrip("*")) == wanted:
+                found = parts[0].lower()
+                break
+        if not found:
+            raise Failure(f"{entry['artifact']} {entry['version']}: {entry['checksum_url']} lists no "
+                          f"checksum for {wanted}")
+    if not _HEX64.match(found):
+        raise Failure(f"{entry['artifact']} {entry['version']}: {entry['checksum_url']} holds no sha256 digest")
+    return found
+
+
+def _strip_dot(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def mirror_versions(manifest: dict, artifact: str) -> str:
+    """The versions of `artifact` the mirror's index lists, as text for an error message."""
+    index_url = manifest.get("mirror_index")
+    try:
+        index = json.loads(fetch_text(index_url))
+    except (Failure, NotFound, ValueError) as exc:
+        return f"its index {index_url} could not be read ({exc})"
+    versions = (index.get("artifacts", index) or {}).get(artifact) or []
+    if not versions:
+        return f"it has no version of {artifact}"
+    return f"it has {artifact} {', '.join(versions)}"
+
+
+def not_found(manifest: dict, entry: dict, url: str) -> Failure:
+    name = f"{entry['artifact']} {entry['version']}"
+    field = entry.get("spec_field", "the version")
+    if manifest.get("mirror"):
+        return Failure(f"{name}: the release mirror {manifest['mirror']} has no {url} (404); "
+                       f"{mirror_versions(manifest, entry['artifact'])}. Set {field} in the cluster spec to a "
+                       "version the mirror has, or add this release to the mirror")
+    return Failure(f"{name}: {url} answered 404 Not Found; check that {field} in the cluster spec names a "
+                   "published release")
+
+
+def up_to_date(record: dict | None, entry: dict, root: str) -> bool:
+    """Every file a previous run installed from this URL is still there with its digest and mode."""
+    if not record or record.get("url") != entry["url"] or record.get("install") != entry["install"]:
+        return False
+    files = record.get("files") or {}
+    if not files:
+        return False
+    for path, want in files.items():
+        target = rooted(root, path)
+        try:
+            st = os.lstat(target)
+        except OSError:
+            return False
+        if not os.path.isfile(target) or os.path.islink(target) or (st.st_mode & 0o7777) != want["mode"]:
+            return False
+        if file_sha256(target) != want["sha256"]:
+            return False
+    return True
+
+
+def _members(archive: tarfile.TarFile) -> dict:
+    return {_strip_dot(m.name).rstrip("/"): m for m in archive.getmembers()}
+
+
+def sources(entry: dict, artifact_path: str, archive) -> list:
+    """(opener of the source, destination path, mode) for everything the entry installs."""
+    if archive is None:
+        return [(lambda: open(artifact_path, "rb"), rule["path"], rule["mode"]) for rule in entry["install"]]
+    members = _members(archive)
+    picks = []
+    for rule in entry["install"]:
+        if rule["member"].endswith("/"):
+            folder = _strip_dot(rule["member"]).rstrip("/")
+            chosen = [m for name, m in sorted(members.items())
+                      if m.isreg() and (m.mode & 0o111) and os.path.dirname(name) == folder]
+            if not chosen:
+                raise Failure(f"{entry['artifact']} {entry['version']}: the archive has no executables in "
+                              f"{rule['member']!r}")
+            for m in chosen:
+                dest = rule["path"].rstrip("/") + "/" + os.path.basename(_strip_dot(m.name))
+                picks.append((lambda m=m: archive.extractfile(m), dest, rule["mode"]))
+        else:
+            m = members.get(_strip_dot(rule["member"]).rstrip("/"))
+            if m is None or not m.isreg():
+                raise Failure(f"{entry['artifact']} {entry['version']}: the archive has no file "
+                              f"{rule['member']!r}")
+            picks.append((lambda m=m: archive.extractfile(m), rule["path"], rule["mode"]))
+    return picks
+
+
+def install(picks: list, root: str) -> dict:
+    """Stage every file beside its destination, then rename them all into place; {path: digest, mode}."""
+    staged = []
+    try:
+        for opener, path, mode in picks:
+            target = rooted(root, path)
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix="." + os.path.basename(target) + ".")
+            staged.append([tmp, target, path, "", mode])
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, opener() as src:
+                for chunk in iter(lambda: src.read(_CHUNK), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, mode)
+            staged[-1][3] = digest.hexdigest()
+        installed = {}
+        for tmp, target, path, digest, mode in staged:
+            os.replace(tmp, target)
+            installed[path] = {"sha256": digest, "mode": mode}
+        return installed
+    except BaseException:
+        for tmp, *_ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise
+
+
+def install_artifact(manifest: dict, entry: dict, root: str) -> dict:
+    """Download, verify and install one artifact; returns its state record."""
+    name = f"{entry['artifact']} {entry['version']}"
+    downloads = rooted(root, DOWNLOAD_DIR)
+    os.makedirs(downloads, mode=0o700, exist_ok=True)
+    fd, artifact_path = tempfile.mkstemp(dir=downloads, prefix=entry["artifact"] + ".")
+    os.close(fd)
+    try:
+        try:
+            checksum_text = fetch_text(entry["checksum_url"])
+            log(f"downloading {entry['url']}")
+            actual = download(entry["url"], artifact_path)
+        except NotFound as exc:
+            raise not_found(manifest, entry, exc.url) from None
+        except Failure as exc:
+            raise Failure(f"{name}: {exc}") from None
+        expected = expected_digest(checksum_text, entry)
+        if actual != expected:
+            raise Failure(f"{name}: checksum mismatch for {entry['url']}: expected sha256 {expected}, got {actual} "
+                          f"(checked against {entry['checksum_url']}); nothing of {entry['artifact']} was installed")
+        try:
+            if entry["packing"] == "file":
+                files = install(sources(entry, artifact_path, None), root)
+            else:
+                with tarfile.open(artifact_path, "r:gz") as archive:
+                    files = install(sources(entry, artifact_path, archive), root)
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise Failure(f"{name}: could not install from {entry['url']}: {exc}") from None
+    finally:
+        os.unlink(artifact_path)
+    return {"url": entry["url"], "sha256": actual, "install": entry["install"], "files": files}
+
+
+def load_state(path: str) -> dict:
+    try:
+        with open(path) as handle:
+            state = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def save_state(path: str, state: dict) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".releases.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(state, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def run(manifest: dict, root: str) -> tuple:
+    """Install every artifact of the manifest; returns (summary, errors)."""
+    state_path = rooted(root, STATE_FILE)
+    state = load_state(state_path)
+    summary = {"downloaded": [], "unchanged": [], "installed": [], "failed": []}
+    errors = []
+    for entry in manifest["artifacts"]:
+        key = entry["artifact"]
+        if up_to_date(state.get(key), entry, root):
+            summary["unchanged"].append(key)
+            continue
+        try:
+            record = install_artifact(manifest, entry, root)
+        except Failure as exc:
+            errors.append(str(exc))
+            summary["failed"].append(key)
+            continue
+        state[key] = record
+        save_state(state_path, state)
+        summary["downloaded"].append(key)
+        summary["installed"].extend(sorted(record["files"]))
+    return summary, errors
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Download, verify and install a node's release files.")
+    parser.add_argument("manifest", help="JSON manifest written by groundup")
+    parser.add_argument("--root", default="/", help="install under this directory instead of / (tests)")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.manifest) as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError) as exc:
+        log(f"cannot read the manifest {args.manifest}: {exc}")
+        return 2
+    summary, errors = run(manifest, os.path.abspath(args.root))
+    for error in errors:
+        log(error)
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
