@@ -172,11 +172,6 @@ def node_release_manifest(spec: ClusterSpec, node: Node) -> dict:
     }
 
 
-def installed_paths(spec: ClusterSpec, node: Node) -> list[str]:
-    """Files and directories the node's releases install into (a directory install names the directory)."""
-    return [i.path for r in role_releases(spec, node.role) for i in r.installs]
-
-
 def sha256sum_line(digest: str, file_name: str) -> str:
     """One line as `sha256sum` writes it (two spaces: text mode)."""
     return f"{digest}  {file_name}\n"

@@ -159,8 +159,8 @@ def _readme_folder(release: Release, directories: list[str]) -> str:
     return ""
 
 
-def _write_release(root: Path, release: Release, artifact: bytes | Path) -> list[str]:
-    """The artifact and its checksum file at upstream's paths under root; returns their relative paths."""
+def _write_release(root: Path, release: Release, artifact: bytes | Path) -> None:
+    """The artifact and its checksum file at upstream's paths under root."""
     target = root / release.host / release.path
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(artifact, bytes):
@@ -175,7 +175,6 @@ def _write_release(root: Path, release: Release, artifact: bytes | Path) -> list
     checksum = digest + "\n" if release.checksum_format == HEX else sha256sum_line(digest, release.checksum_entry)
     checksum_path = root / release.host / release.checksum_path
     atomic_write(checksum_path, checksum.encode(), mode=0o644, durable=False)
-    return [f"{release.host}/{release.path}", f"{release.host}/{release.checksum_path}"]
 
 
 def _inputs_key(*parts: object) -> str:
