@@ -1,0 +1,237 @@
+"""What the deployment and browser tests run against, short of the sandbox: a real `prefect server
+start` (own PREFECT_HOME, free loopback port, scheduler on), process workers on the `groundup` pool,
+and a fault-injecting proxy in front of the session's moto server (the flows reach it through
+`AWS_ENDPOINT_URL`, so no flow code changes to inject a failure)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from sandbox.moto import free_port
+from sandbox.prefect_server import REPO_ROOT, base_environment, start_server, stop_group, wait_healthy
+
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-2"}
+
+
+# AWS fault proxy ---------------------------------------------------------------------------------
+
+@dataclass
+class Fault:
+    """Answer the next `times` requests whose body holds every `match` string with an AWS error
+    (or, with `delay_s` or `hold`, forward them late: after the delay, once `hold` is set)."""
+
+    match: tuple[str, ...]
+    times: int = 1
+    code: str = "UnauthorizedOperation"
+    message: str = "You are not authorized to perform this operation (fault injected by the test)."
+    status: int = 403
+    delay_s: float = 0.0
+    hold: threading.Event | None = None
+    reached: threading.Event = field(default_factory=threading.Event)
+    hits: int = 0
+
+
+@dataclass
+class FaultProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a moto server; `faults` are consulted per request."""
+
+    upstream: str
+    faults: list[Fault] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def inject(self, fault: Fault) -> Fault:
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self.lock:
+            self.faults.clear()
+
+    def _take(self, body: bytes) -> Fault | None:
+        text = body.decode("utf-8", "replace")
+        with self.lock:
+            for fault in self.faults:
+                if fault.hits < fault.times and all(m in text for m in fault.match):
+                    fault.hits += 1
+                    fault.reached.set()
+                    return fault
+        return None
+
+    def start(self) -> FaultProxy:
+        proxy = self
+        target = urlsplit(self.upstream)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                fault = proxy._take(body)
+                if fault is not None and not fault.delay_s and fault.hold is None:
+                    payload = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error>"
+                               f"<Code>{fault.code}</Code><Message>{fault.message}</Message></Error></Errors>"
+                               f"<RequestID>fault-injected</RequestID></Response>").encode()
+                    self.send_response(fault.status)
+                    self.send_header("Content-Type", "text/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if fault is not None:
+                    time.sleep(fault.delay_s)
+                    if fault.hold is not None:
+                        fault.hold.wait(300)
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                self.send_response(response.status, response.reason)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+# Prefect server and workers ----------------------------------------------------------------------
+
+@dataclass
+class PrefectStack:
+    """A Prefect server of our own, plus the workers started on it."""
+
+    home: Path
+    port: int
+    server_pid: int
+    workers: list[int] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of a process that talks to this server."""
+        return {**base_environment(self.home), "PREFECT_API_URL": self.api_url, **extra}
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=30)
+
+    def start_worker(self, name: str, pool: str, env: dict[str, str], log: Path) -> int:
+        """`prefect worker start` on the pool from the repository root, polling every 2 s."""
+        import subprocess
+
+        full = {**os.environ, **self.env(), "PREFECT_WORKER_QUERY_SECONDS": "2",
+                "PREFECT_WORKER_PREFETCH_SECONDS": "5", **env}
+        full.pop("PYTEST_CURRENT_TEST", None)
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).with_name("prefect")), "worker", "start", "--pool", pool,
+                 "--type", "process", "--name", name],
+                env=full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=REPO_ROOT,
+            )
+        self.workers.append(process.pid)
+        return process.pid
+
+    def stop_worker(self, pid: int) -> None:
+        stop_group(pid, signals=2)
+        if pid in self.workers:
+            self.workers.remove(pid)
+
+    def stop(self) -> None:
+        for pid in list(self.workers):
+            self.stop_worker(pid)
+        stop_group(self.server_pid)
+
+
+@contextmanager
+def prefect_stack(home: Path) -> Iterator[PrefectStack]:
+    """Start `prefect server start` under `home` (its own PREFECT_HOME) and point this process at it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    pid = start_server(home, port, home / "prefect-server.log",
+                       env={**os.environ, "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"})
+    stack = PrefectStack(home, port, pid)
+    try:
+        wait_healthy(port, pid, timeout=180)
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            yield stack
+    finally:
+        stack.stop()
+
+
+# waiting on the API ------------------------------------------------------------------------------
+
+def wait_flow_run(api: httpx.Client, run_id: str, states: set[str] = TERMINAL, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = api.get(f"/flow_runs/{run_id}").raise_for_status().json()
+        if run["state_type"] in states:
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} did not reach {sorted(states)} in {timeout:.0f} s: {run['state']}")
+
+
+def task_runs(api: httpx.Client, flow_run_id: str, timeout: float = 30) -> list[dict]:
+    """The flow run's task runs once every state has reached the API (states arrive asynchronously)."""
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "limit": 200}
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = api.post("/task_runs/filter", json=body).raise_for_status().json()
+        if runs and all(t["state_type"] in TERMINAL for t in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
+
+
+def child_flow_runs(api: httpx.Client, parent_id: str) -> list[dict]:
+    """Subflow runs of a flow run, oldest first."""
+    parents = api.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [parent_id]}}}).raise_for_status().json()
+    ids = [t["id"] for t in parents]
+    if not ids:
+        return []
+    body = {"flow_runs": {"parent_task_run_id": {"any_": ids}}, "sort": "START_TIME_ASC"}
+    return api.post("/flow_runs/filter", json=body).raise_for_status().json()
