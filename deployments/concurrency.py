@@ -92,7 +92,7 @@ def cluster_lock(cluster: str, mode: LockMode | str = LockMode.wait,
     """
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ConcurrencySlotAcquisitionError
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 
     mode = LockMode(mode)
     if cluster in _held.get():

@@ -115,6 +115,15 @@ def _logs(api, run_id: str) -> str:
     return "\n".join(line["message"] for line in api.post("/logs/filter", json=body).json())
 
 
+def _reached(fault: Fault, api, run_id: str, timeout: float = 120) -> None:
+    """Wait until the run is held at the fault; fail at once if it ended first."""
+    deadline = time.monotonic() + timeout
+    while not fault.reached.wait(1):
+        run = api.get(f"/flow_runs/{run_id}").json()
+        assert run["state_type"] not in ("FAILED", "CRASHED", "COMPLETED"), run["state"]
+        assert time.monotonic() < deadline, "the first run never reached the held AWS call"
+
+
 def _rebuild(spec: ClusterSpec) -> str:
     return next(d.id for d in register(spec, nightly=None) if d.name.startswith("rebuild"))
 
@@ -126,7 +135,7 @@ def test_a_second_run_for_a_cluster_waits_for_the_first(stack, worker, proxy) ->
     fault = proxy.inject(Fault(match=("Action=CreateVpc", spec.name), hold=hold))
     with stack.api() as api:
         first = _run(api, deployment, phases=["network"])
-        assert fault.reached.wait(120), "the first run never reached CreateVpc"
+        _reached(fault, api, first["id"])
         second = _run(api, deployment, phases=["network"])
         deadline = time.monotonic() + 120
         while "waiting for it" not in _logs(api, second["id"]) and time.monotonic() < deadline:
@@ -151,7 +160,7 @@ def test_a_run_that_may_not_wait_fails_naming_the_holder(stack, worker, proxy) -
     with stack.api() as api:
         first = _run(api, deployment, phases=["network"])
         try:
-            assert fault.reached.wait(120), "the first run never reached CreateVpc"
+            _reached(fault, api, first["id"])
             second = wait_flow_run(api, _run(api, deployment, phases=["network"], lock="fail")["id"])
         finally:
             hold.set()

@@ -132,6 +132,18 @@ class FaultProxy:
             self.server.server_close()
 
 
+class RetryingClient(httpx.Client):
+    """Retries 503 (SQLite busy under concurrent writers), as Prefect's own client does."""
+
+    def request(self, *args, **kwargs) -> httpx.Response:  # type: ignore[override]
+        for attempt in range(20):
+            response = super().request(*args, **kwargs)
+            if response.status_code != 503:
+                return response
+            time.sleep(0.25 * (attempt + 1))
+        return response
+
+
 # Prefect server and workers ----------------------------------------------------------------------
 
 @dataclass
@@ -156,7 +168,7 @@ class PrefectStack:
         return {**base_environment(self.home), "PREFECT_API_URL": self.api_url, **extra}
 
     def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=30)
+        return RetryingClient(base_url=self.api_url, timeout=30)
 
     def start_worker(self, name: str, pool: str, env: dict[str, str], log: Path) -> int:
         """`prefect worker start` on the pool from the repository root, polling every 2 s."""
