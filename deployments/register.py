@@ -79,7 +79,7 @@ def register(spec: ClusterSpec, work_pool: str = WORK_POOL, nightly: str | None 
     registered = []
     for flow_name, entrypoint in FLOWS.items():
         cron = nightly if flow_name == NIGHTLY_FLOW and nightly else None
-        loaded = flow.from_source(source=str(ROOT), entrypoint=entrypoint)
+        loaded = flow.from_source(source=str(ROOT), entrypoint=entrypoint, _sync=True)
         deployment_id = loaded.deploy(
             name=spec.name,
             work_pool_name=work_pool,
@@ -90,6 +90,7 @@ def register(spec: ClusterSpec, work_pool: str = WORK_POOL, nightly: str | None 
             description=f"{flow_name} for cluster {spec.name} ({spec.region})",
             print_next_steps=False,
             ignore_warnings=True,
+            _sync=True,
         )
         registered.append(Registered(f"{flow_name}/{spec.name}", str(deployment_id), cron))
     return registered

@@ -206,7 +206,8 @@ def prefect_stack(home: Path) -> Iterator[PrefectStack]:
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     pid = start_server(home, port, home / "prefect-server.log",
-                       env={**os.environ, "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"})
+                       env={**os.environ, "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+                            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"})
     stack = PrefectStack(home, port, pid)
     try:
         wait_healthy(port, pid, timeout=180)

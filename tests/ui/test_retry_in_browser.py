@@ -1,0 +1,111 @@
+"""Retry clicked in a real browser: a build-cluster deployment run, executed by a process worker against
+moto, fails once in a late step (one worker's RunInstances refused by the fault proxy); headless
+Chromium opens the Prefect UI, finds the failed run on the deployment's page, presses Retry, and the
+run completes on a *different* worker (its own PREFECT_HOME, as on another machine) because results
+sit in the result store next to the artifact store. Completed tasks are Cached; only the failed
+and the not-yet-run ones execute."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from blocks.setup import configure_local_store, remove_store_block
+from deployments.register import WORK_POOL, register
+from deployments.result_storage import RESULTS_FOLDER, configure_result_storage
+from groundup.spec import parse_spec
+from tests.ui.pages import PrefectUI
+from tests.ui.stack import AWS_TEST_ENV, Fault, FaultProxy, prefect_stack, task_runs, wait_flow_run
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+PHASES = ["network", "compute"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with prefect_stack(tmp_path_factory.mktemp("prefect-ui")) as running:
+        yield running
+
+
+@pytest.fixture
+def shared_store(stack, tmp_path):
+    """The artifact store as a saved block (what a team points at S3), and results next to it."""
+    configure_local_store(tmp_path / "shared-store")
+    yield tmp_path / "shared-store"
+    remove_store_block()
+
+
+@pytest.fixture(scope="module")
+def proxy(moto_server):
+    moto_server.reset()
+    running = FaultProxy(moto_server.endpoint).start()
+    yield running
+    running.stop()
+
+
+def _base_name(task_run_name: str) -> str:
+    """`create-vpc-2e5` -> `create-vpc`; per-node names (`create-instance-worker-1`) stay whole."""
+    return re.sub(r"-[0-9a-f]{3}$", "", task_run_name)
+
+
+def test_retry_clicked_in_the_ui_reruns_only_the_failed_and_later_tasks(
+        stack, proxy, shared_store, browser_page, screenshots, tmp_path) -> None:
+    data = yaml.safe_load((REPO / "clusters" / "sandbox.yaml").read_text())
+    spec = parse_spec({**data, "name": "ui-retry", "master_count": 1, "worker_count": 2})
+    shared = shared_store
+    results = configure_result_storage()
+    build = next(d for d in register(spec, result_storage=results) if d.name.startswith("build-cluster"))
+    late_node = spec.workers[-1]
+    fault = proxy.inject(Fault(match=("Action=RunInstances", str(late_node.private_ip))))
+
+    def worker(name: str) -> int:
+        home = tmp_path / name
+        env = {**AWS_TEST_ENV, "AWS_ENDPOINT_URL": proxy.endpoint, "GROUNDUP_ARTIFACTS": str(home / "artifacts"),
+               "PREFECT_HOME": str(home / "prefect")}
+        return stack.start_worker(name, WORK_POOL, env, tmp_path / f"{name}.log")
+
+    first_worker = worker("worker-a")
+    with stack.api() as api:
+        run = api.post(f"/deployments/{build.id}/create_flow_run",
+                       json={"parameters": {"spec": spec.model_dump(mode="json"), "phases": PHASES}}
+                       ).raise_for_status().json()
+        failed = wait_flow_run(api, run["id"])
+        assert failed["state_type"] == "FAILED", failed["state"]
+        assert fault.hits == 1 and late_node.short_name in failed["state"]["message"], failed["state"]["message"]
+        first_attempt = task_runs(api, run["id"])
+        stack.stop_worker(first_worker)
+        worker("worker-b")
+
+        ui = PrefectUI(browser_page, stack.ui_url)
+        deployment_page = ui.deployment(build.id)
+        assert deployment_page.runs_in_state("Failed") == [failed["name"]]
+        page = deployment_page.open_run(failed["name"])
+        assert page.run_id == run["id"] and page.state() == "Failed"
+        page.screenshot_graph(screenshots / "build-cluster-failed.png")
+        page.retry()
+        assert page.wait_for_state("Completed", timeout=300) == "Completed"
+        page.screenshot_graph(screenshots / "build-cluster-retried.png")
+
+        done = api.get(f"/flow_runs/{run['id']}").raise_for_status().json()
+        assert done["state_type"] == "COMPLETED" and done["run_count"] == 2
+        first_ids = {t["id"] for t in first_attempt}
+        retried = [t for t in task_runs(api, run["id"]) if t["id"] not in first_ids]
+
+    completed_before = {_base_name(t["name"]) for t in first_attempt if t["state_type"] == "COMPLETED"}
+    failed_before = {_base_name(t["name"]) for t in first_attempt if t["state_type"] == "FAILED"}
+    assert failed_before == {f"create-instance-{late_node.short_name}"}
+    states = {_base_name(t["name"]): t["state_name"] for t in retried}
+    assert {name for name in completed_before if states.get(name) != "Cached"} == set(), states
+    executed = {name for name, state in states.items() if state != "Cached"}
+    not_run_before = set(states) - completed_before - failed_before
+    assert executed == failed_before | not_run_before, states
+    assert any(name.startswith("describe-nodes") for name in executed), "a task after the failure ran on retry"
+    assert all(state == "Completed" for name, state in states.items() if name in executed), states
+    stored = list((shared / RESULTS_FOLDER).iterdir())
+    assert stored, "task results were persisted to the shared result store"
+    assert not [p.name for p in stored if b"PRIVATE KEY" in p.read_bytes()], "results hold references only"
+    assert (screenshots / "build-cluster-retried.png").stat().st_size > 10_000
