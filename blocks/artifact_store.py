@@ -181,11 +181,23 @@ def _atomic_local_write(filesystem: LocalFileSystem, path: str, blob: bytes) -> 
 
 
 def _private_dirs(base: Path, leaf: Path) -> None:
-    """Create `leaf` and every directory between it and `base` owner-only (0700)."""
-    missing = [d for d in [leaf, *leaf.parents] if d == base or base in d.parents]
+    """Create `base` with its missing parents, then `leaf` below it, every new directory owner-only (0700)."""
+    private_dir(base)
+    missing = [d for d in [leaf, *leaf.parents] if base in d.parents]
     for directory in reversed(missing):
         if not directory.exists():
             directory.mkdir(mode=0o700, exist_ok=True)
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory, created with every missing parent owner-only (0700); existing ones untouched."""
+    missing = [d for d in [path, *path.parents] if not d.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered by the umask
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a directory")
+    return path
 
 
 def default_basepath() -> Path:
@@ -242,6 +254,56 @@ def load_filesystem() -> WritableFileSystem:
             raise ArtifactError(f"block {block_type}/{STORE_BLOCK} is not a writable filesystem")
         return block
     return LocalFileSystem(basepath=str(default_basepath()))
+
+
+class StoreUnavailable(ArtifactError):
+    """The configured store cannot be reached or written."""
+
+
+def describe_filesystem(fs: WritableFileSystem) -> str:
+    """Where a store block keeps artifacts, in a few words."""
+    if isinstance(fs, LocalFileSystem):
+        return f"local directory {fs.basepath}"
+    bucket = getattr(fs, "bucket_name", None)
+    if bucket:
+        return f"s3://{bucket}/{getattr(fs, 'bucket_folder', '')}".rstrip("/")
+    return type(fs).__name__
+
+
+def check_store(cluster: str, key_paths: tuple[str, ...] = ()) -> ArtifactStore:
+    """The cluster's store, once it is known to work: reachable, writable (a local directory is
+    created owner-only with its parents), and able to decrypt the stored keys in `key_paths`.
+
+    Run before a build touches AWS, so a bad store stops it before any resource is created.
+    """
+    filesystem = load_filesystem()
+    where = describe_filesystem(filesystem)
+    if isinstance(filesystem, LocalFileSystem):
+        _check_local_base(Path(filesystem._resolve_path(None)))
+    store = ArtifactStore(filesystem, cluster, load_passphrase())
+    try:
+        present = [p for p in key_paths if store.exists(p)]
+    except ArtifactError:
+        raise
+    except Exception as exc:
+        raise StoreUnavailable(f"artifact store {where} cannot be read: {type(exc).__name__}: {exc}") from None
+    for relpath in present:
+        store.read_private_key(relpath)
+    return store
+
+
+def _check_local_base(base: Path) -> None:
+    try:
+        private_dir(base)
+        probe = base / f".groundup-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StoreUnavailable(
+            f"artifact store directory {base} cannot be created or written ({reason}): set GROUNDUP_ARTIFACTS "
+            f"to a writable directory, or point the store elsewhere with `python -m blocks.setup local --path DIR`"
+        ) from None
 
 
 def get_store(cluster: str) -> ArtifactStore:

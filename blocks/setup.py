@@ -26,7 +26,7 @@ from pathlib import Path
 
 from prefect.filesystems import LocalFileSystem
 
-from blocks.artifact_store import FILESYSTEM_BLOCK_TYPES, STORE_BLOCK, load_filesystem
+from blocks.artifact_store import FILESYSTEM_BLOCK_TYPES, STORE_BLOCK, describe_filesystem, load_filesystem, private_dir
 
 
 def configure_s3_store(
@@ -57,8 +57,9 @@ def configure_s3_store(
 
 
 def configure_local_store(path: str | Path) -> LocalFileSystem:
-    """Save a LocalFileSystem at `path` as the `groundup-artifacts` block."""
-    block = LocalFileSystem(basepath=str(Path(path).expanduser().resolve()))
+    """Save a LocalFileSystem at `path` (created owner-only with its parents) as the `groundup-artifacts` block."""
+    base = private_dir(Path(path).expanduser().resolve())
+    block = LocalFileSystem(basepath=str(base))
     _remove_other_store_blocks(keep="local-file-system")
     block.save(STORE_BLOCK, overwrite=True, _sync=True)
     return block
@@ -97,14 +98,7 @@ def _create_bucket(credentials, bucket: str, region: str | None) -> None:
 
 def describe_store() -> str:
     """Where artifacts go now, in one line."""
-    fs = load_filesystem()
-    if isinstance(fs, LocalFileSystem):
-        return f"local directory {fs.basepath}"
-    bucket = getattr(fs, "bucket_name", None)
-    if bucket:
-        folder = getattr(fs, "bucket_folder", "")
-        return f"s3://{bucket}/{folder}".rstrip("/")
-    return type(fs).__name__
+    return describe_filesystem(load_filesystem())
 
 
 def main(argv: list[str] | None = None) -> int:

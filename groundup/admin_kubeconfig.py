@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from groundup.files import atomic_write
@@ -32,7 +33,10 @@ def export_admin_kubeconfig(spec: ClusterSpec, dest: Path | None = None) -> Path
 
 
 def write_private_file(target: Path, data: bytes) -> None:
-    """Atomically replace `target` with `data`, readable by the owner only."""
-    if not target.parent.exists():
-        target.parent.mkdir(parents=True, mode=0o700)
+    """Atomically replace `target` with `data`, readable by the owner only; missing parent
+    directories are created owner-only (0700)."""
+    missing = [d for d in target.parents if not d.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
     atomic_write(target, data, mode=0o600)

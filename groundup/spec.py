@@ -21,6 +21,13 @@ _VERSION = re.compile(r"^v?\d+\.\d+\.\d+$")
 _AWS_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?$")
 _REGION = re.compile(r"^[a-z]{2}(?:-gov)?-[a-z]+-\d$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+# POSIX portable login names as Debian's and Ubuntu's useradd accept them by default.
+_LOGIN_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+_BASTION = re.compile(r"^(?:[a-z_][a-z0-9_-]{0,31}@)?[A-Za-z0-9.-]+(?::\d{1,5})?$")
+# A spec is a few hundred nodes at most; more after expanding YAML aliases is an alias bomb.
+MAX_SPEC_NODES = 100_000
+MAX_SPEC_BYTES = 1 << 20
 # ELBv2 load balancer and target group names: at most 32 characters.
 MAX_NAME_LENGTH = 32
 
@@ -86,6 +93,23 @@ class SSHSettings(BaseModel):
     boot_timeout_s: float = Field(
         300, gt=0, le=3600, description="How long a node may stay unreachable (booting, sshd not up) before its task fails"
     )
+
+    @field_validator("user")
+    @classmethod
+    def _login_name(cls, value: str) -> str:
+        if not _LOGIN_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a POSIX login name: lower-case letters, digits, '_' and '-', "
+                "starting with a letter or '_', at most 32 characters"
+            )
+        return value
+
+    @field_validator("bastion")
+    @classmethod
+    def _bastion(cls, value: str | None) -> str | None:
+        if value is not None and not _BASTION.match(value):
+            raise ValueError(f"{value!r} is not user@host:port (user a POSIX login name, host a DNS name or IP)")
+        return value
 
 
 class Node(BaseModel):
@@ -174,6 +198,13 @@ class ClusterSpec(BaseModel):
             raise ValueError(f"at most {MAX_NAME_LENGTH} characters (AWS limit for load balancer names)")
         if value.lower().startswith("internal-"):
             raise ValueError("AWS rejects load balancer names starting with 'internal-'")
+        return value
+
+    @field_validator("cluster_domain")
+    @classmethod
+    def _cluster_domain(cls, value: str) -> str:
+        if not _DNS_NAME.match(value):
+            raise ValueError("not a DNS domain such as cluster.local (lower-case letters, digits, '-' and '.')")
         return value
 
     @field_validator("region")
@@ -370,6 +401,7 @@ def parse_spec(data: dict) -> ClusterSpec:
 
 
 def format_errors(exc: ValidationError) -> str:
+    """One line per failing field, `field.path: what is wrong`, under one heading."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -378,16 +410,94 @@ def format_errors(exc: ValidationError) -> str:
     return "invalid cluster spec:\n  " + "\n  ".join(lines)
 
 
-def load_spec(path: str | Path) -> ClusterSpec:
-    """Read and validate a YAML spec file."""
-    text = Path(path).read_text()
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                raise SpecError(f"line {line}: a mapping key must be a plain value, not {type(key).__name__}") from None
+            if first is not None:
+                raise SpecError(f"line {line}: duplicate key {key!r} (first given on line {first}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes in the document once every alias is expanded (aliases share node objects)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 1  # a recursive alias counts once instead of looping
+    if isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    else:
+        total = 1
+    sizes[id(node)] = min(total, MAX_SPEC_NODES + 1)
+    return sizes[id(node)]
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"not valid YAML: {where}{problem}" + (f" ({context})" if context else "")
+
+
+def parse_spec_text(text: str) -> ClusterSpec:
+    """Validate the text of a spec file: one YAML mapping that names its cluster, no key given twice."""
+    loader = _SpecLoader(text)
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+        try:
+            root = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            raise SpecError(_yaml_problem(exc)) from None
+        if root is None:
+            raise SpecError("the spec file is empty: a cluster spec needs at least `name:` (see clusters/seed.yaml)")
+        if _expanded_size(root, {}) > MAX_SPEC_NODES:
+            raise SpecError(f"more than {MAX_SPEC_NODES} values once YAML aliases are expanded: refusing an alias bomb")
+        try:
+            data = loader.construct_document(root)
+        except yaml.YAMLError as exc:
+            raise SpecError(_yaml_problem(exc)) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: a cluster spec is a mapping of fields")
+        raise SpecError(f"a cluster spec is a mapping of fields (name: ..., region: ...), not a {type(data).__name__}")
+    if "name" not in data:
+        raise SpecError("name: required: every spec file names its cluster (e.g. `name: my-cluster`)")
     return parse_spec(data)
+
+
+def load_spec(path: str | Path) -> ClusterSpec:
+    """Read and validate a YAML spec file; SpecError says what is wrong (without repeating the path)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise SpecError("is a directory, not a spec file (e.g. clusters/seed.yaml)")
+        if path.exists() and path.stat().st_size > MAX_SPEC_BYTES:
+            raise SpecError(f"larger than {MAX_SPEC_BYTES // 1024} KiB: not a cluster spec")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError("no such file") from None
+    except PermissionError:
+        raise SpecError("cannot read the file (permission denied)") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte {exc.start}): a spec is a YAML file") from None
+    return parse_spec_text(text)
 
 
 def node_by_name(spec: ClusterSpec, short_name: str) -> Node:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
 
 from groundup.spec import ClusterSpec
 
@@ -51,12 +51,25 @@ TRANSIENT_CODES = frozenset(
     }
 )
 
+# An endpoint that drops out is retried by botocore inside each call (standard mode: jittered
+# backoff 1, 2, 4, 8 s at most), then the call, and with it the step, fails naming the endpoint.
+# Not again by the task: a step that cannot connect ends within `endpoint_retry_budget_s()`.
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 30
+CALL_ATTEMPTS = 5
 AWS_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 10},
-    connect_timeout=10,
-    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": CALL_ATTEMPTS},
+    connect_timeout=CONNECT_TIMEOUT_S,
+    read_timeout=READ_TIMEOUT_S,
     max_pool_connections=32,
 )
+
+
+def endpoint_retry_budget_s(hanging: bool = False) -> float:
+    """Longest a step waits on an endpoint that refuses connections (or, `hanging`, accepts and never answers)."""
+    backoff = sum(min(20.0, 2.0**i) for i in range(CALL_ATTEMPTS - 1))
+    per_attempt = CONNECT_TIMEOUT_S + (READ_TIMEOUT_S if hanging else 0)
+    return CALL_ATTEMPTS * per_attempt + backoff
 
 
 class ClusterStateError(RuntimeError):
@@ -70,9 +83,10 @@ def error_code(exc: BaseException) -> str | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures a later attempt can cure (throttling, eventual consistency, network blips)."""
-    if isinstance(exc, EndpointConnectionError):
-        return True
+    """True for AWS errors a later task attempt can cure (throttling, eventual consistency).
+
+    Connection failures are not: botocore already retried them within the call's bounded budget.
+    """
     code = error_code(exc)
     return code is not None and code in TRANSIENT_CODES
 
