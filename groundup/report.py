@@ -121,7 +121,8 @@ def rebuild_report(cluster: str, outcome: str, times: PhaseTimes, smoke: Sequenc
     """The nightly rebuild's artifact: outcome, each phase's time, the smoke table, whether the cluster is up."""
     lines = [f"# Nightly rebuild of `{cluster}`: {outcome}", ""]
     if failure:
-        lines += [f"Failed: {failure.strip().splitlines()[0] if failure.strip() else failure}", ""]
+        shown = failure.strip().splitlines()[:20]
+        lines += ["```", *shown, "```", ""]
     if left_up is True:
         lines += ["The cluster was left up for inspection (`teardown_on_failure` is off).", ""]
     elif left_up is False:
