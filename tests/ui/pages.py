@@ -100,3 +100,19 @@ class FlowRunPage:
         path.parent.mkdir(parents=True, exist_ok=True)
         graph.screenshot(path=str(path))
         return path
+
+
+class RunForm:
+    """A deployment's custom Run form: the parameters rendered from their schema."""
+
+    def __init__(self, ui: PrefectUI, deployment_id: str) -> None:
+        self.page = ui.page
+        self.page.goto(f"{ui.base_url}/deployments/deployment/{deployment_id}/run")
+        self.page.get_by_text("Parameters", exact=False).first.wait_for(timeout=30_000)
+
+    def shows(self, text: str, timeout: float = 15_000) -> bool:
+        try:
+            self.page.get_by_text(text, exact=False).first.wait_for(timeout=timeout)
+        except Exception:
+            return False
+        return True

@@ -16,7 +16,7 @@ from blocks.setup import configure_local_store, remove_store_block
 from deployments.register import WORK_POOL, register
 from deployments.result_storage import RESULTS_FOLDER, configure_result_storage
 from groundup.spec import parse_spec
-from tests.ui.pages import PrefectUI
+from tests.ui.pages import PrefectUI, RunForm
 from tests.ui.retry_checks import check_retry
 from tests.ui.stack import AWS_TEST_ENV, Fault, FaultProxy, prefect_stack, task_runs, wait_flow_run
 
@@ -95,3 +95,16 @@ def test_retry_clicked_in_the_ui_reruns_only_the_failed_and_later_tasks(
     assert stored, "task results were persisted to the shared result store"
     assert not [p.name for p in stored if b"PRIVATE KEY" in p.read_bytes()], "results hold references only"
     assert (screenshots / "build-cluster-retried.png").stat().st_size > 10_000
+
+
+def test_the_run_form_shows_the_spec_fields_with_their_descriptions(stack, browser_page, screenshots) -> None:
+    from groundup.spec import ClusterSpec
+
+    data = yaml.safe_load((REPO / "clusters" / "sandbox.yaml").read_text())
+    spec = parse_spec({**data, "name": "ui-form"})
+    build = next(d for d in register(spec) if d.name.startswith("build-cluster"))
+    form = RunForm(PrefectUI(browser_page, stack.ui_url), build.id)
+    wanted = [ClusterSpec.model_fields[f].description for f in ("master_count", "vpc_cidr", "instance_type")]
+    missing = [text for text in wanted if not form.shows(text)]
+    browser_page.screenshot(path=str(screenshots / "build-cluster-run-form.png"), full_page=True)
+    assert not missing, f"descriptions not shown in the Run form: {missing}"
