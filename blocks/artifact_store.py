@@ -283,8 +283,6 @@ def check_store(cluster: str, key_paths: tuple[str, ...] = ()) -> ArtifactStore:
     store = ArtifactStore(filesystem, cluster, load_passphrase())
     try:
         present = [p for p in key_paths if store.exists(p)]
-    except ArtifactError:
-        raise
     except Exception as exc:
         raise StoreUnavailable(f"artifact store {where} cannot be read: {type(exc).__name__}: {exc}") from None
     for relpath in present:

@@ -18,7 +18,7 @@ def default_destination(spec: ClusterSpec) -> Path:
 
 def export_admin_kubeconfig(spec: ClusterSpec, dest: Path | None = None) -> Path:
     """Write the admin kubeconfig to `dest` (default `~/.kube/<cluster>.kubeconfig`), mode 0600."""
-    from blocks.artifact_store import ArtifactNotFound, get_store
+    from blocks.artifact_store import ArtifactError, ArtifactNotFound, StoreUnavailable, describe_filesystem, get_store
 
     store = get_store(spec.name)
     try:
@@ -26,6 +26,12 @@ def export_admin_kubeconfig(spec: ClusterSpec, dest: Path | None = None) -> Path
     except ArtifactNotFound:
         raise FileNotFoundError(
             f"no admin kubeconfig stored for {spec.name} ({store.path(ADMIN_KUBECONFIG)}): run build-cluster first"
+        ) from None
+    except ArtifactError:
+        raise
+    except Exception as exc:
+        raise StoreUnavailable(
+            f"artifact store {describe_filesystem(store.filesystem)} cannot be read: {type(exc).__name__}: {exc}"
         ) from None
     target = Path(dest).expanduser() if dest else default_destination(spec)
     write_private_file(target, data)

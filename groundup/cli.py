@@ -221,27 +221,24 @@ def cmd_deploy(spec: ClusterSpec, args: argparse.Namespace) -> int:
 
 
 def prepare_prefect() -> None:
-    """Import Prefect with its console logs one line per record (tracebacks stay in the UI's logs)."""
-    import prefect  # noqa: F401  (configures logging)
+    """Import Prefect (it configures logging on import)."""
+    import prefect  # noqa: F401
 
-    if _DEBUG:
+
+def quiet_console_tracebacks() -> None:
+    """Console log records print one line each; the traceback stays in the records Prefect sends to
+    its server (the UI's logs), which are not written through a StreamHandler."""
+    if getattr(logging.StreamHandler, "_groundup_quiet", False):
         return
-    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, logging.StreamHandler) and not getattr(handler, "_groundup_quiet", False):
-                _without_tracebacks(handler)
+    original = logging.StreamHandler.format
 
-
-def _without_tracebacks(handler: logging.Handler) -> None:
-    original = handler.format
-
-    def format(record: logging.LogRecord) -> str:
+    def format(self: logging.Handler, record: logging.LogRecord) -> str:
         clean = logging.makeLogRecord(record.__dict__)
         clean.exc_info, clean.exc_text, clean.stack_info = None, None, None
-        return original(clean)
+        return original(self, clean)
 
-    handler.format = format  # type: ignore[method-assign]
-    handler._groundup_quiet = True  # type: ignore[attr-defined]
+    logging.StreamHandler.format = format  # type: ignore[method-assign]
+    logging.StreamHandler._groundup_quiet = True  # type: ignore[attr-defined]
 
 
 def check_artifact_store(spec: ClusterSpec, key_paths: tuple[str, ...]) -> None:
@@ -310,11 +307,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-_DEBUG = False
-
-
 def main(argv: list[str] | None = None) -> int:
-    global _DEBUG
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sandbox":
         from sandbox.cli import run
@@ -325,19 +318,21 @@ def main(argv: list[str] | None = None) -> int:
         from sandbox.cli import run
 
         return run(args.rest)
-    _DEBUG = bool(args.debug)
+    debug = bool(args.debug)
+    if not debug:
+        quiet_console_tracebacks()
     try:
         return run_command(args)
     except KeyboardInterrupt:
         print("groundup: interrupted", file=sys.stderr)
         return 130
     except UsageError as exc:
-        if _DEBUG:
+        if debug:
             raise
         print(f"groundup {args.command}: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:
-        if _DEBUG:
+        if debug:
             raise
         print(f"groundup {args.command}: {describe_failure(exc)}\n(run with --debug for the traceback)",
               file=sys.stderr)

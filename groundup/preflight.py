@@ -7,10 +7,10 @@ paragraph saying what is wrong and what to do.
 
 from __future__ import annotations
 
+import difflib
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -31,7 +31,7 @@ PREFLIGHT_TIMEOUT_S = 4.0
 PREFLIGHT_CONFIG = Config(
     connect_timeout=PREFLIGHT_TIMEOUT_S,
     read_timeout=PREFLIGHT_TIMEOUT_S,
-    retries={"total_max_attempts": 1},
+    retries={"mode": "standard", "total_max_attempts": 1},
 )
 CREDENTIAL_HELP = (
     "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile from "
@@ -70,8 +70,7 @@ def preflight(region: str, session: Any | None = None) -> Identity:
     source = _credential_source(session)
     sts = session.client("sts", region_name=region, config=PREFLIGHT_CONFIG)
     ec2 = session.client("ec2", region_name=region, config=PREFLIGHT_CONFIG)
-    if is_aws_endpoint(ec2.meta.endpoint_url):
-        _check_region_known(session, region)
+    _check_region_known(session, region)
     who = _call(sts, "GetCallerIdentity", source, sts.get_caller_identity)
     regions = _call(ec2, "DescribeRegions", source, ec2.describe_regions, AllRegions=True)["Regions"]
     _check_region_enabled(region, regions, ec2.meta.endpoint_url)
@@ -105,18 +104,13 @@ def _credential_source(session: Any) -> str:
     return getattr(credentials, "method", None) or "the AWS credential chain"
 
 
-def is_aws_endpoint(url: str) -> bool:
-    """True for AWS's own endpoints, False for AWS_ENDPOINT_URL-style ones (moto, LocalStack, a proxy)."""
-    host = urlsplit(url).hostname or ""
-    return host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws"))
-
-
 def _check_region_known(session: Any, region: str) -> None:
-    """On AWS itself, a region botocore does not know has no endpoint to call."""
+    """A region botocore does not know has no AWS endpoint (moto and AWS agree on the list)."""
     known = {r for p in session.get_available_partitions() for r in session.get_available_regions("ec2", p)}
     if region not in known:
+        close = difflib.get_close_matches(region, sorted(known), n=3) or sorted(known)[:3]
         raise PreflightError(
-            f"region {region!r} is not an AWS region (known: {', '.join(sorted(known)[:6])}, ...). "
+            f"region {region!r} is not an AWS region (did you mean {', '.join(close)}?). "
             f"Fix `region:` in the spec; if the region is new, upgrade boto3."
         )
 

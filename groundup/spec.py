@@ -97,7 +97,7 @@ class SSHSettings(BaseModel):
     @field_validator("user")
     @classmethod
     def _login_name(cls, value: str) -> str:
-        if not _LOGIN_NAME.match(value):
+        if not _LOGIN_NAME.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a POSIX login name: lower-case letters, digits, '_' and '-', "
                 "starting with a letter or '_', at most 32 characters"
@@ -107,7 +107,7 @@ class SSHSettings(BaseModel):
     @field_validator("bastion")
     @classmethod
     def _bastion(cls, value: str | None) -> str | None:
-        if value is not None and not _BASTION.match(value):
+        if value is not None and not _BASTION.fullmatch(value):
             raise ValueError(f"{value!r} is not user@host:port (user a POSIX login name, host a DNS name or IP)")
         return value
 
@@ -203,7 +203,7 @@ class ClusterSpec(BaseModel):
     @field_validator("cluster_domain")
     @classmethod
     def _cluster_domain(cls, value: str) -> str:
-        if not _DNS_NAME.match(value):
+        if not _DNS_NAME.fullmatch(value):
             raise ValueError("not a DNS domain such as cluster.local (lower-case letters, digits, '-' and '.')")
         return value
 
@@ -461,7 +461,7 @@ def parse_spec_text(text: str) -> ClusterSpec:
             root = loader.get_single_node()
         except yaml.YAMLError as exc:
             raise SpecError(_yaml_problem(exc)) from None
-        if root is None:
+        if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == "tag:yaml.org,2002:null"):
             raise SpecError("the spec file is empty: a cluster spec needs at least `name:` (see clusters/seed.yaml)")
         if _expanded_size(root, {}) > MAX_SPEC_NODES:
             raise SpecError(f"more than {MAX_SPEC_NODES} values once YAML aliases are expanded: refusing an alias bomb")
