@@ -68,9 +68,15 @@ def preflight(region: str, session: Any | None = None) -> Identity:
     started = time.monotonic()
     session = session or _session(region)
     source = _credential_source(session)
-    sts = session.client("sts", region_name=region, config=PREFLIGHT_CONFIG)
-    ec2 = session.client("ec2", region_name=region, config=PREFLIGHT_CONFIG)
     _check_region_known(session, region)
+    try:
+        sts = session.client("sts", region_name=region, config=PREFLIGHT_CONFIG)
+        ec2 = session.client("ec2", region_name=region, config=PREFLIGHT_CONFIG)
+    except ValueError as exc:
+        raise PreflightError(
+            f"{exc}: AWS_ENDPOINT_URL (or the profile's endpoint_url) must be a URL such as "
+            f"http://127.0.0.1:5000, or unset to use AWS itself."
+        ) from None
     who = _call(sts, "GetCallerIdentity", source, sts.get_caller_identity)
     regions = _call(ec2, "DescribeRegions", source, ec2.describe_regions, AllRegions=True)["Regions"]
     _check_region_enabled(region, regions, ec2.meta.endpoint_url)

@@ -473,9 +473,14 @@ def parse_spec_text(text: str) -> ClusterSpec:
         loader.dispose()
     if not isinstance(data, dict):
         raise SpecError(f"a cluster spec is a mapping of fields (name: ..., region: ...), not a {type(data).__name__}")
-    if "name" not in data:
-        raise SpecError("name: required: every spec file names its cluster (e.g. `name: my-cluster`)")
-    return parse_spec(data)
+    if "name" in data:
+        return parse_spec(data)
+    unnamed = "name: required: every spec file names its cluster (e.g. `name: my-cluster`)"
+    try:
+        parse_spec(data)
+    except SpecError as exc:
+        raise SpecError(f"{exc}\n  {unnamed}") from None
+    raise SpecError(f"invalid cluster spec:\n  {unnamed}")
 
 
 def load_spec(path: str | Path) -> ClusterSpec:
