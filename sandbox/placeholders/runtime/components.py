@@ -199,13 +199,13 @@ def run_proxy(args: cli.Args, version: str) -> None:
         data = configs.load_yaml(path, "--config")
         where = f"--config {path}"
         configs.expect_kind(data, configs.KUBE_PROXY, where)
-        kubeconfig_path = configs.relative_to(configs.field(data, "clientConnection.kubeconfig", where), path)
         mode = configs.field(data, "mode", where, required=False) or ""
         if mode not in ("", "iptables", "ipvs", "nftables"):
             raise CheckError(f"{where}: mode {mode!r} is not one of iptables, ipvs, nftables")
         cluster_cidr = configs.field(data, "clusterCIDR", where, required=False)
         if cluster_cidr:
             configs.check_cidrs(cluster_cidr, f"{where}: clusterCIDR")
+        kubeconfig_path = configs.relative_to(configs.field(data, "clientConnection.kubeconfig", where), path)
         kubeconfig = configs.load_kubeconfig(kubeconfig_path, f"{where}: clientConnection.kubeconfig")
     else:
         required(args, "kubeconfig")
