@@ -60,10 +60,9 @@ def test_deploying_twice_keeps_one_pool_and_four_deployments(stack) -> None:
     with stack.api() as api:
         found = api.post("/deployments/filter", json={"deployments": {"tags": {"all_": [spec.name]}}}).json()
         assert len(found) == 4
-        schedules = {d["name"] + ":" + d["id"]: d["schedules"] for d in found}
-        nightly = [s for key, s in schedules.items() if key.endswith(next(r.id for r in second
-                                                                          if r.name.startswith("rebuild")))]
-        assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in nightly[0]] == [
+        schedules = {d["id"]: d["schedules"] for d in found}
+        nightly = schedules[next(r.id for r in second if r.name.startswith("rebuild-and-test"))]
+        assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in nightly] == [
             (DEFAULT_NIGHTLY, "Europe/London")]
         assert sum(len(s) for s in schedules.values()) == 1, "only the nightly rebuild is scheduled"
         pool = api.get(f"/work_pools/{WORK_POOL}").raise_for_status().json()
@@ -77,9 +76,8 @@ def test_deployment_ls_shows_the_nightly_schedule_and_the_server_creates_its_run
     listed = subprocess.run([sys.executable, "-m", "prefect", "deployment", "ls", "-o", "json"],
                             env=stack.env(), capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
-    by_name = {f"{d['flow_name']}/{d['name']}" if "flow_name" in d else d["name"]: d for d in json.loads(listed.stdout)}
     entry = next(d for d in json.loads(listed.stdout) if d["id"] == rebuild.id)
-    assert [s["schedule"]["cron"] for s in entry["schedules"]] == ["30 3 * * *"], by_name.keys()
+    assert [s["schedule"]["cron"] for s in entry["schedules"]] == ["30 3 * * *"], entry
     with stack.api() as api:
         deadline = time.monotonic() + 60
         upcoming: list[dict] = []
