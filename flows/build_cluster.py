@@ -10,7 +10,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from groundup.aws.network import ingress_rules
 from groundup.phases import BUILD_PHASES, parse_phases
-from groundup.report import build_report
+from deployments.concurrency import cluster_lock
+from groundup.admin_kubeconfig import default_destination
+from groundup.concurrency import LockMode
+from groundup.report import PhaseTimes, build_report
 from groundup.spec import ClusterSpec
 from tasks import compute, network
 from tasks.nodes import PhaseFailed, gather
@@ -59,42 +62,65 @@ def compute_phase(spec: ClusterSpec, net: dict[str, str]) -> dict[str, str]:
 
 
 @flow(name="build-cluster", task_runner=ThreadPoolTaskRunner(max_workers=32), log_prints=False)
-def build_cluster(spec: ClusterSpec, phases: list[str] | None = None) -> dict:
-    """Build the cluster described by `spec`; `phases` limits the run to some phases (default: all)."""
+def build_cluster(spec: ClusterSpec, phases: list[str] | None = None, lock: LockMode = LockMode.wait) -> dict:
+    """Build the cluster described by `spec`; `phases` limits the run to some phases (default: all).
+
+    One run changes a cluster at a time: `lock` says whether a second run waits or fails naming the first.
+    """
+    with cluster_lock(spec.name, lock):
+        return _build(spec, parse_phases(phases))
+
+
+def _build(spec: ClusterSpec, wanted: list[str]) -> dict:
     logger = get_run_logger()
-    wanted = parse_phases(phases)
+    times = PhaseTimes()
     summary: dict = {"cluster": spec.name, "phases": wanted}
     if "network" in wanted:
-        net = network_phase(spec)
+        with times.phase("network"):
+            net = network_phase(spec)
     else:
         net = network.read_network.submit(spec).result()
     summary["network"] = net
     if "compute" in wanted:
-        summary["instances"] = compute_phase(spec, net)
+        with times.phase("compute"):
+            summary["instances"] = compute_phase(spec, net)
     nodes = compute.describe_nodes.submit(spec).result()
     summary["nodes"] = nodes
     api_endpoint = net["load_balancer_dns"]
-    if "pki" in wanted:
-        from tasks.pki import pki_phase
+    checks = None
+    try:
+        if "pki" in wanted:
+            from tasks.pki import pki_phase
 
-        external = {name: n.get("public_ip") for name, n in nodes.items()}
-        summary["pki"] = pki_phase(spec, api_endpoint, external)
-    if "distribute" in wanted:
-        from tasks.distribute import distribute_phase
+            with times.phase("pki"):
+                external = {name: n.get("public_ip") for name, n in nodes.items()}
+                summary["pki"] = pki_phase(spec, api_endpoint, external)
+        if "distribute" in wanted:
+            from tasks.distribute import distribute_phase
 
-        summary["distribute"] = distribute_phase(spec)
-    if "bootstrap" in wanted:
-        from tasks.bootstrap import bootstrap_phase
+            with times.phase("distribute"):
+                summary["distribute"] = distribute_phase(spec)
+        if "bootstrap" in wanted:
+            from tasks.bootstrap import bootstrap_phase
 
-        summary["bootstrap"] = bootstrap_phase(spec, api_endpoint, nodes)
-    if "smoke" in wanted:
-        from tasks.smoke import smoke_phase
+            with times.phase("bootstrap"):
+                summary["bootstrap"] = bootstrap_phase(spec, api_endpoint, nodes)
+        if "smoke" in wanted:
+            from tasks.smoke import SmokeFailed, smoke_phase
 
-        summary["smoke"] = [c.as_dict() for c in smoke_phase(spec, api_endpoint)]
-    create_markdown_artifact(
-        key=f"build-{spec.name}".lower(), markdown=build_report(spec, net, nodes, wanted),
-        description=f"build-cluster {spec.name}",
-    )
-    logger.info("cluster %s: phases %s done; API endpoint https://%s:6443", spec.name, ", ".join(wanted),
-                api_endpoint)
+            try:
+                with times.phase("smoke"):
+                    checks = smoke_phase(spec, api_endpoint)
+            except SmokeFailed as exc:
+                checks = exc.all_checks
+                raise
+            summary["smoke"] = [c.as_dict() for c in checks]
+    finally:
+        report = build_report(spec, net, nodes, wanted, timings=times, smoke=checks,
+                              kubeconfig=f"groundup kubeconfig SPEC -> {default_destination(spec)}")
+        create_markdown_artifact(key=f"build-{spec.name}".lower(), markdown=report,
+                                 description=f"build-cluster {spec.name}")
+    summary["seconds"] = {name: round(s, 2) for name, s in times.seconds.items()}
+    logger.info("cluster %s: phases %s done in %s; API endpoint https://%s:6443", spec.name, ", ".join(wanted),
+                ", ".join(f"{k} {v:.1f} s" for k, v in times.seconds.items()), api_endpoint)
     return summary

@@ -5,13 +5,20 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.cache_policies import NO_CACHE
 
+from deployments.concurrency import cluster_lock
+from groundup.concurrency import LockMode
 from groundup.spec import ClusterSpec
 from tasks import teardown
 
 
 @flow(name="teardown-cluster", log_prints=False)
-def teardown_cluster(spec: ClusterSpec) -> dict[str, int]:
+def teardown_cluster(spec: ClusterSpec, lock: LockMode = LockMode.wait) -> dict[str, int]:
     """Instances, then listener, NLB and target group, then key pair, SG, route table, subnet, IGW, VPC, DHCP options."""
+    with cluster_lock(spec.name, lock):
+        return _teardown(spec)
+
+
+def _teardown(spec: ClusterSpec) -> dict[str, int]:
     logger = get_run_logger()
     found = teardown.discover_resources(spec)
     if not found:

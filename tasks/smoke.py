@@ -289,15 +289,16 @@ def smoke_phase(spec: ClusterSpec, api_endpoint: str) -> list[Check]:
     logger.info("smoke test of %s:\n%s", spec.name, smoke.report_table(checks))
     bad = smoke.failures(checks)
     if bad:
-        raise SmokeFailed(spec, bad)
+        raise SmokeFailed(spec, bad, checks)
     return checks
 
 
 class SmokeFailed(RuntimeError):
     """At least one smoke check failed; the message names each with its node and reason."""
 
-    def __init__(self, spec: ClusterSpec, checks: list[Check]) -> None:
+    def __init__(self, spec: ClusterSpec, checks: list[Check], all_checks: list[Check] | None = None) -> None:
         lines = "\n".join(f"  {c.name}: {c.detail}" for c in checks)
         super().__init__(f"smoke test of {spec.name}: {len(checks)} checks failed:\n{lines}")
         self.checks = checks
+        self.all_checks = all_checks if all_checks is not None else checks
 
