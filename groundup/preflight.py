@@ -26,6 +26,7 @@ from botocore.exceptions import (
     ProfileNotFound,
     ReadTimeoutError,
 )
+from botocore.parsers import ResponseParserError
 
 PREFLIGHT_TIMEOUT_S = 4.0
 PREFLIGHT_CONFIG = Config(
@@ -169,6 +170,11 @@ def _call(client: Any, operation: str, source: str, fn: Any, **kwargs: Any) -> d
                 f"ELBv2 and STS permissions; ask your AWS administrator for them."
             ) from None
         raise PreflightError(f"{operation} at {endpoint} failed: {code}: {message}") from None
+    except ResponseParserError:
+        raise PreflightError(
+            f"{operation} at {endpoint} failed: the answer is not an AWS API response. Check that "
+            f"AWS_ENDPOINT_URL points at an AWS API (or moto) server, not another web service."
+        ) from None
     except BotoCoreError as exc:
         raise PreflightError(
             f"{operation} at {endpoint} failed: {exc}. Check that AWS_ENDPOINT_URL points at an AWS API "
