@@ -16,7 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ class Command:
     check: Callable[[ClusterSpec, argparse.Namespace], None] = lambda spec, args: None
     talks_to_aws: bool = False
     uses_prefect: bool = True
-    aliases: tuple[str, ...] = field(default=())
 
 
 COMMANDS: dict[str, Command] = {}
@@ -298,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in COMMANDS.values():
-        p = sub.add_parser(cmd.name, help=cmd.help, parents=[common], aliases=list(cmd.aliases))
+        p = sub.add_parser(cmd.name, help=cmd.help, parents=[common])
         p.add_argument("spec", help="cluster spec YAML, e.g. clusters/seed.yaml")
         cmd.arguments(p)
         p.set_defaults(cmd=cmd)
