@@ -193,15 +193,25 @@ def cmd_kubeconfig(spec: ClusterSpec, args: argparse.Namespace) -> int:
 
 def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", default="groundup", help="work pool name (default: groundup)")
-    parser.add_argument("--nightly", metavar="CRON",
-                        help="also deploy rebuild-and-test on this cron schedule, e.g. '0 2 * * *'")
+    parser.add_argument("--nightly", metavar="CRON", default="0 2 * * *",
+                        help="cron schedule of rebuild-and-test (default '0 2 * * *'; 'off': no schedule)")
+    parser.add_argument("--timezone", default="UTC", help="time zone of the schedule (default UTC)")
+    parser.add_argument("--result-storage", metavar="BLOCK",
+                        help="where runs persist results: a Prefect filesystem block name, or 'artifact-store' "
+                             "for a folder of the artifact store (lets a worker on another machine resume a run)")
 
 
 def _deploy_check(spec: ClusterSpec, args: argparse.Namespace) -> None:
-    if args.nightly is not None and len(args.nightly.split()) != 5:
-        raise UsageError(f"--nightly {args.nightly!r}: a cron schedule has 5 fields, e.g. '0 2 * * *'")
+    if args.nightly != "off" and len(args.nightly.split()) != 5:
+        raise UsageError(f"--nightly {args.nightly!r}: a cron schedule has 5 fields, e.g. '0 2 * * *', or 'off'")
     if not args.pool.strip():
         raise UsageError("--pool: a work pool name cannot be empty")
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(args.timezone)
+    except Exception:
+        raise UsageError(f"--timezone {args.timezone!r}: not a time zone name such as UTC or Europe/London") from None
 
 
 @command("deploy", "create the cluster's Prefect deployments on a process work pool",
@@ -210,9 +220,33 @@ def cmd_deploy(spec: ClusterSpec, args: argparse.Namespace) -> int:
     prepare_prefect()
     from deployments.register import register
 
-    for registered in register(spec, work_pool=args.pool, nightly=args.nightly):
+    storage = args.result_storage
+    if storage == "artifact-store":
+        from deployments.result_storage import configure_result_storage
+
+        storage = configure_result_storage()
+    for registered in register(spec, work_pool=args.pool, nightly=None if args.nightly == "off" else args.nightly,
+                               timezone=args.timezone, result_storage=storage):
         name = getattr(registered, "name", registered)
         print(f"deployment {name}: run it with  prefect deployment run '{name}'")
+    return 0
+
+
+@command("smoke", "run the smoke-test flow on a built cluster", talks_to_aws=True)
+def cmd_smoke(spec: ClusterSpec, args: argparse.Namespace) -> int:
+    prepare_prefect()
+    from flows.smoke_test import smoke_test
+    from groundup.smoke import Check, report_table
+
+    state = smoke_test(spec=spec, return_state=True)
+    if not state.is_completed():
+        error = state.result(raise_on_failure=False)
+        checks = getattr(error, "all_checks", None)
+        if checks:
+            print(report_table(checks))
+        return report_failed_run("smoke-test", spec, state)
+    print(report_table([Check.from_dict(c) for c in state.result()]))
+    print_run_url(state)
     return 0
 
 

@@ -192,7 +192,7 @@ class ClusterSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _aws_name(cls, value: str) -> str:
-        if not _AWS_NAME.match(value):
+        if not _AWS_NAME.fullmatch(value):
             raise ValueError("use letters, digits and hyphens, not starting or ending with a hyphen")
         if len(value) > MAX_NAME_LENGTH:
             raise ValueError(f"at most {MAX_NAME_LENGTH} characters (AWS limit for load balancer names)")
@@ -210,14 +210,14 @@ class ClusterSpec(BaseModel):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not _REGION.match(value):
+        if not _REGION.fullmatch(value):
             raise ValueError("not an AWS region name such as us-east-2")
         return value
 
     @field_validator("instance_type")
     @classmethod
     def _instance_type(cls, value: str) -> str:
-        if not _INSTANCE_TYPE.match(value):
+        if not _INSTANCE_TYPE.fullmatch(value):
             raise ValueError("not an EC2 instance type such as t3.medium")
         return value
 
@@ -234,7 +234,7 @@ class ClusterSpec(BaseModel):
                      "cni_plugins_version", "coredns_version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not _VERSION.match(value):
+        if not _VERSION.fullmatch(value):
             raise ValueError("must look like 1.32.3")
         return value.lstrip("v")
 
@@ -243,7 +243,7 @@ class ClusterSpec(BaseModel):
     def _mirror(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not re.match(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$", value):
+        if not re.fullmatch(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?$", value):
             raise ValueError("must be an http(s) URL such as http://10.240.0.1:8080")
         return value.rstrip("/")
 
