@@ -86,7 +86,13 @@ def smoke_node(spec: ClusterSpec, node: str, address: str, instance_id: str | No
     out: dict = {"node": node, "role": target.role.value}
     try:
         _, shown, _ = _sh(session, smoke.unit_show_command(units))
-        out["unit_problems"] = smoke.judge_units(target, units, smoke.parse_unit_show(shown))
+        problems = smoke.judge_units(target, units, smoke.parse_unit_show(shown))
+        for i, problem in enumerate(problems):
+            unit = problem.split(": ", 1)[1].split()[0]
+            _, why, _ = _sh(session, f"journalctl -u {unit} -n 40 --no-pager -o cat | grep -iE 'error|fail|refus' | tail -n 2")
+            if why.strip():
+                problems[i] = f"{problem} ({' / '.join(why.strip().splitlines())[:300]})"
+        out["unit_problems"] = problems
         if target.role is Role.master:
             endpoints = smoke.etcd_endpoints(spec)
             code, members, err = _sh(session, smoke.etcdctl(target, f"--endpoints={endpoints}", "member list -w json"))
