@@ -1,61 +1,129 @@
-"""Bootstrapping the nodes (kubernetes-the-hard-way 07-11), rendered from the spec: every unit, config
-file and cluster manifest, as bytes. Pure: no Prefect, no I/O; the same spec gives the same bytes, so a
-re-run changes nothing on the nodes.
+"""What the bootstrap puts on each node, rendered from the spec (kubernetes-the-hard-way 07-11 with the
+seed's HA topology): every systemd unit and config file, in start order, with what each unit reads.
+
+Pure: no Prefect, no I/O. The same spec gives the same bytes, so a re-run changes no file.
+The executor (`groundup/node_bootstrap.py`) places `files`, creates `dirs`, and (re)starts a unit
+when a digest over its `unit_inputs` changed or it is not active.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+from groundup.bootstrap import control_plane, etcd, workers
+from groundup.bootstrap.layout import (AUDIT_LOG, AUDIT_LOG_DIR, AUDIT_POLICY, CNI_BRIDGE_CONF, CNI_LOOPBACK_CONF,
+                                       CONTAINERD_CONFIG, CONTAINERD_SOCKET, ETCD_DATA_DIR, KUBE_PROXY_CONFIG,
+                                       KUBELET_CONFIG, KUBELET_RESOLV_CONF, MODULES_LOAD, SCHEDULER_CONFIG,
+                                       SYSCTL_CONF)
+from groundup.bootstrap.units import Unit
 from groundup.spec import ClusterSpec, Node, Role
+
+CONFIG_MODE = 0o644
+UNIT_MODE = 0o644
+SECRET_DIR_MODE = 0o700
 
 
 @dataclass(frozen=True)
 class RenderedFile:
-    """One file the bootstrap places on a node."""
+    """A file the bootstrap writes on a node (root-owned)."""
 
     path: str
-    data: bytes = field(repr=False)
-    mode: int = 0o644
+    data: bytes
+    mode: int = CONFIG_MODE
 
 
 @dataclass(frozen=True)
-class Directory:
-    """A directory the bootstrap creates with this mode (e.g. etcd's data dir, 0700)."""
+class NodeDir:
+    """A directory the executor creates before starting units: `mkdir -p` then `chmod mode` (root-owned)."""
 
     path: str
     mode: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodePlan:
-    """Everything the bootstrap does on one node: files, directories, and units in start order with,
-    per unit, every path it reads (binaries, distributed certificates and kubeconfigs, rendered files)."""
+    """One node's bootstrap: files to place, directories to create, units in start order.
+
+    `unit_inputs[unit]` is every path the unit reads (its unit file, binaries, distributed certificates
+    and kubeconfigs, rendered configs): restart it exactly when one of them changed.
+    `made_on_node` lists paths the node itself creates at run time (sockets, links, logs) and by whom;
+    they are named in configs but are nobody's input.
+    """
 
     node: str
-    files: list[RenderedFile] = field(default_factory=list)
-    dirs: list[Directory] = field(default_factory=list)
-    units: list[str] = field(default_factory=list)
-    unit_inputs: dict[str, frozenset[str]] = field(default_factory=dict)
-
-    def add_unit(self, name: str, unit: bytes, inputs: list[str], files: list[RenderedFile] = ()) -> None:
-        path = f"/etc/systemd/system/{name}.service"
-        self.files += [RenderedFile(path, unit), *files]
-        self.units.append(name)
-        self.unit_inputs[name] = frozenset([path, *inputs, *(f.path for f in files)])
+    role: Role
+    files: tuple[RenderedFile, ...]
+    dirs: tuple[NodeDir, ...]
+    units: tuple[str, ...]
+    unit_inputs: Mapping[str, frozenset[str]]
+    made_on_node: Mapping[str, str]
 
     def file(self, path: str) -> RenderedFile:
-        return next(f for f in self.files if f.path == path)
+        for f in self.files:
+            if f.path == path:
+                return f
+        raise KeyError(f"{self.node} has no rendered {path}; it has: {', '.join(f.path for f in self.files)}")
+
+    def unit_file(self, unit: str) -> RenderedFile:
+        return self.file(f"/etc/systemd/system/{unit}.service")
+
+
+def master_units(spec: ClusterSpec, master: Node, api_endpoint: str) -> list[Unit]:
+    """etcd first: the API server needs its quorum."""
+    return [etcd.etcd_unit(spec, master), control_plane.apiserver_unit(spec, master, api_endpoint),
+            control_plane.controller_manager_unit(spec, master), control_plane.scheduler_unit(master)]
+
+
+def worker_units(worker: Node) -> list[Unit]:
+    """Kernel settings, then the runtime, then its clients."""
+    return [workers.node_prep_unit(), workers.containerd_unit(), workers.kubelet_unit(worker),
+            workers.kube_proxy_unit(worker)]
+
+
+def master_configs(master: Node) -> list[RenderedFile]:
+    return [RenderedFile(AUDIT_POLICY, control_plane.audit_policy()),
+            RenderedFile(SCHEDULER_CONFIG, control_plane.scheduler_config(master))]
+
+
+def worker_configs(spec: ClusterSpec, worker: Node) -> list[RenderedFile]:
+    return [
+        RenderedFile(MODULES_LOAD, workers.modules_load()),
+        RenderedFile(SYSCTL_CONF, workers.sysctl_conf()),
+        RenderedFile(CONTAINERD_CONFIG, workers.containerd_config()),
+        RenderedFile(CNI_BRIDGE_CONF, workers.bridge_conf(worker)),
+        RenderedFile(CNI_LOOPBACK_CONF, workers.loopback_conf()),
+        RenderedFile(KUBELET_CONFIG, workers.kubelet_config(spec, worker)),
+        RenderedFile(KUBE_PROXY_CONFIG, workers.kube_proxy_config(spec, worker)),
+    ]
+
+
+def node_units(spec: ClusterSpec, node: Node, api_endpoint: str) -> list[Unit]:
+    """The node's units as data (flags, reads), in start order."""
+    return master_units(spec, node, api_endpoint) if node.role is Role.master else worker_units(node)
 
 
 def node_plan(spec: ClusterSpec, node: Node, api_endpoint: str) -> NodePlan:
-    """The plan of one node: a master runs etcd and the control plane, a worker containerd, kubelet, kube-proxy."""
-    from groundup.bootstrap import control_plane, etcd, workers
-
-    plan = NodePlan(node.short_name)
+    """Everything the bootstrap renders for `node`; `api_endpoint` is the NLB's DNS name."""
+    units = node_units(spec, node, api_endpoint)
     if node.role is Role.master:
-        etcd.add_etcd(plan, spec, node)
-        control_plane.add_control_plane(plan, spec, node, api_endpoint)
+        configs = master_configs(node)
+        dirs = (NodeDir(ETCD_DATA_DIR, SECRET_DIR_MODE), NodeDir(AUDIT_LOG_DIR, SECRET_DIR_MODE))
+        made = {AUDIT_LOG: "kube-apiserver"}
     else:
-        workers.add_worker(plan, spec, node)
-    return plan
+        configs = worker_configs(spec, node)
+        dirs = ()
+        made = {CONTAINERD_SOCKET: "containerd", KUBELET_RESOLV_CONF: workers.NODE_PREP}
+    files = tuple(configs) + tuple(RenderedFile(u.path, u.text().encode(), UNIT_MODE) for u in units)
+    return NodePlan(
+        node=node.short_name,
+        role=node.role,
+        files=files,
+        dirs=dirs,
+        units=tuple(u.name for u in units),
+        unit_inputs={u.name: u.inputs for u in units},
+        made_on_node=made,
+    )
+
+
+__all__ = ["NodeDir", "NodePlan", "RenderedFile", "node_plan", "node_units"]

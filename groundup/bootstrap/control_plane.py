@@ -1,39 +1,59 @@
-"""Bootstrapping the control plane (kubernetes-the-hard-way 08) on every master: kube-apiserver with
-etcd over mTLS, encryption at rest, audit log and Node,RBAC; kube-controller-manager; kube-scheduler."""
+"""Bootstrapping the Kubernetes control plane (kubernetes-the-hard-way 08) on every master:
+kube-apiserver, kube-controller-manager and kube-scheduler, with the seed's HA topology."""
 
 from __future__ import annotations
 
-import yaml
-
-from groundup.bootstrap import NodePlan, RenderedFile
-from groundup.bootstrap.units import exec_start, unit_file
+from groundup.bootstrap.etcd import etcd_servers
+from groundup.bootstrap.layout import (AUDIT_LOG, AUDIT_POLICY, SCHEDULER_CONFIG, binary, distributed)
+from groundup.bootstrap.render import to_yaml
+from groundup.bootstrap.units import Unit
+from groundup.kubeconfig import API_PORT
 from groundup.spec import ClusterSpec, Node
 
-K8S = "/var/lib/kubernetes"
-CA, CA_KEY = f"{K8S}/ca.pem", f"{K8S}/ca-key.pem"
-API_CERT, API_KEY = f"{K8S}/master-kubernetes.pem", f"{K8S}/master-kubernetes-key.pem"
-SA_CERT, SA_KEY = f"{K8S}/service-account.pem", f"{K8S}/service-account-key.pem"
-ENCRYPTION_CONFIG = f"{K8S}/encryption-config.yaml"
-AUDIT_POLICY = f"{K8S}/audit-policy.yaml"
-AUDIT_LOG = "/var/log/audit.log"
-CM_KUBECONFIG = f"{K8S}/kube-controller-manager.kubeconfig"
-SCHEDULER_KUBECONFIG = f"{K8S}/kube-scheduler.kubeconfig"
-SCHEDULER_CONFIG = "/etc/kubernetes/config/kube-scheduler.yaml"
 DOCS = "https://github.com/kubernetes/kubernetes"
-
-
-def yaml_bytes(data: dict) -> bytes:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False).encode()
+ADMISSION_PLUGINS = ("NamespaceLifecycle", "NodeRestriction", "LimitRanger", "ServiceAccount",
+                     "DefaultStorageClass", "ResourceQuota")
+NODE_PORT_RANGE = "30000-32767"
 
 
 def audit_policy() -> bytes:
-    """Metadata for every request: who did what, never request or response bodies (no Secret values)."""
-    return yaml_bytes({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [{"level": "Metadata"}]})
+    """Metadata for every request (never bodies: Secrets stay out of the log), probes not logged."""
+    return to_yaml({
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [
+            {"level": "None", "nonResourceURLs": ["/healthz*", "/livez*", "/readyz*", "/version"]},
+            {"level": "None", "users": ["system:kube-proxy"], "verbs": ["watch"],
+             "resources": [{"group": "", "resources": ["endpoints", "services", "services/status"]}]},
+            {"level": "Metadata"},
+        ],
+    })
 
 
-def apiserver_flags(spec: ClusterSpec, node: Node, api_endpoint: str) -> dict[str, str | bool]:
-    return {
-        "advertise-address": str(node.private_ip),
+def scheduler_config(master: Node) -> bytes:
+    return to_yaml({
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": distributed(master, "kubeconfigs/kube-scheduler.kubeconfig")},
+        "leaderElection": {"leaderElect": True},
+    })
+
+
+def service_account_issuer(api_endpoint: str) -> str:
+    """The issuer in service-account tokens: the API as clients reach it, through the load balancer."""
+    return f"https://{api_endpoint}:{API_PORT}"
+
+
+def apiserver_unit(spec: ClusterSpec, master: Node, api_endpoint: str) -> Unit:
+    ca = distributed(master, "pki/ca.pem")
+    cert = distributed(master, "pki/master-kubernetes.pem")
+    key = distributed(master, "pki/master-kubernetes-key.pem")
+    sa_cert = distributed(master, "pki/service-account.pem")
+    sa_key = distributed(master, "pki/service-account-key.pem")
+    encryption = distributed(master, "encryption-config.yaml")
+    flags = {
+        "advertise-address": str(master.private_ip),
         "allow-privileged": "true",
         "audit-log-maxage": "30",
         "audit-log-maxbackup": "3",
@@ -42,72 +62,86 @@ def apiserver_flags(spec: ClusterSpec, node: Node, api_endpoint: str) -> dict[st
         "audit-policy-file": AUDIT_POLICY,
         "authorization-mode": "Node,RBAC",
         "bind-address": "0.0.0.0",
-        "secure-port": "6443",
-        "client-ca-file": CA,
-        "enable-admission-plugins": "NamespaceLifecycle,NodeRestriction,LimitRanger,ServiceAccount,"
-                                    "DefaultStorageClass,ResourceQuota",
-        "etcd-cafile": CA,
-        "etcd-certfile": API_CERT,
-        "etcd-keyfile": API_KEY,
-        "etcd-servers": ",".join(f"https://{m.private_ip}:2379" for m in spec.masters),
+        "secure-port": str(API_PORT),
+        "client-ca-file": ca,
+        "enable-admission-plugins": ",".join(ADMISSION_PLUGINS),
+        "encryption-provider-config": encryption,
+        "etcd-cafile": ca,
+        "etcd-certfile": cert,
+        "etcd-keyfile": key,
+        "etcd-servers": etcd_servers(spec),
         "event-ttl": "1h",
-        "encryption-provider-config": ENCRYPTION_CONFIG,
-        "kubelet-certificate-authority": CA,
-        "kubelet-client-certificate": API_CERT,
-        "kubelet-client-key": API_KEY,
+        "kubelet-certificate-authority": ca,
+        "kubelet-client-certificate": cert,
+        "kubelet-client-key": key,
+        "kubelet-preferred-address-types": "InternalIP,InternalDNS,Hostname",
         "runtime-config": "api/all=true",
-        "service-account-key-file": SA_CERT,
-        "service-account-signing-key-file": SA_KEY,
-        "service-account-issuer": f"https://{api_endpoint}:6443",
+        "service-account-issuer": service_account_issuer(api_endpoint),
+        "service-account-key-file": sa_cert,
+        "service-account-signing-key-file": sa_key,
         "service-cluster-ip-range": str(spec.service_cidr),
-        "service-node-port-range": "30000-32767",
-        "tls-cert-file": API_CERT,
-        "tls-private-key-file": API_KEY,
+        "service-node-port-range": NODE_PORT_RANGE,
+        "tls-cert-file": cert,
+        "tls-private-key-file": key,
         "v": "2",
     }
+    return Unit(
+        name="kube-apiserver",
+        description="Kubernetes API Server",
+        documentation=DOCS,
+        command=binary("kube-apiserver"),
+        flags=flags,
+        reads=frozenset({ca, cert, key, sa_cert, sa_key, encryption, AUDIT_POLICY}),
+        after=("network-online.target", "etcd.service"),
+        wants=("network-online.target", "etcd.service"),
+    )
 
 
-def controller_manager_flags(spec: ClusterSpec) -> dict[str, str | bool]:
-    return {
-        "bind-address": "0.0.0.0",
+def node_cidr_mask_size(spec: ClusterSpec) -> int:
+    """The prefix length of the workers' pod ranges (24 by default)."""
+    sizes = {w.pod_cidr.prefixlen for w in spec.workers if w.pod_cidr is not None}
+    return sizes.pop() if len(sizes) == 1 else 24
+
+
+def controller_manager_unit(spec: ClusterSpec, master: Node) -> Unit:
+    ca = distributed(master, "pki/ca.pem")
+    ca_key = distributed(master, "pki/ca-key.pem")
+    sa_key = distributed(master, "pki/service-account-key.pem")
+    kubeconfig = distributed(master, "kubeconfigs/kube-controller-manager.kubeconfig")
+    flags = {
+        "bind-address": "127.0.0.1",
         "allocate-node-cidrs": "true",
         "cluster-cidr": str(spec.pod_cidr),
+        "node-cidr-mask-size": str(node_cidr_mask_size(spec)),
         "cluster-name": spec.name,
-        "cluster-signing-cert-file": CA,
-        "cluster-signing-key-file": CA_KEY,
-        "kubeconfig": CM_KUBECONFIG,
+        "cluster-signing-cert-file": ca,
+        "cluster-signing-key-file": ca_key,
+        "kubeconfig": kubeconfig,
         "leader-elect": "true",
-        "root-ca-file": CA,
-        "service-account-private-key-file": SA_KEY,
+        "root-ca-file": ca,
+        "service-account-private-key-file": sa_key,
         "service-cluster-ip-range": str(spec.service_cidr),
         "use-service-account-credentials": "true",
         "v": "2",
     }
+    return Unit(
+        name="kube-controller-manager",
+        description="Kubernetes Controller Manager",
+        documentation=DOCS,
+        command=binary("kube-controller-manager"),
+        flags=flags,
+        reads=frozenset({ca, ca_key, sa_key, kubeconfig}),
+        after=("kube-apiserver.service",),
+    )
 
 
-def scheduler_config() -> bytes:
-    return yaml_bytes({
-        "apiVersion": "kubescheduler.config.k8s.io/v1",
-        "kind": "KubeSchedulerConfiguration",
-        "clientConnection": {"kubeconfig": SCHEDULER_KUBECONFIG},
-        "leaderElection": {"leaderElect": True},
-    })
-
-
-def add_control_plane(plan: NodePlan, spec: ClusterSpec, node: Node, api_endpoint: str) -> None:
-    binary = "/usr/local/bin/kube-apiserver"
-    policy = RenderedFile(AUDIT_POLICY, audit_policy())
-    plan.add_unit("kube-apiserver", unit_file(
-        "Kubernetes API Server", exec_start(binary, apiserver_flags(spec, node, api_endpoint)),
-        documentation=DOCS, after=("etcd.service",)),
-        [binary, CA, API_CERT, API_KEY, SA_CERT, SA_KEY, ENCRYPTION_CONFIG], [policy])
-    binary = "/usr/local/bin/kube-controller-manager"
-    plan.add_unit("kube-controller-manager", unit_file(
-        "Kubernetes Controller Manager", exec_start(binary, controller_manager_flags(spec)),
-        documentation=DOCS, after=("kube-apiserver.service",)),
-        [binary, CA, CA_KEY, SA_KEY, CM_KUBECONFIG])
-    binary = "/usr/local/bin/kube-scheduler"
-    plan.add_unit("kube-scheduler", unit_file(
-        "Kubernetes Scheduler", exec_start(binary, {"config": SCHEDULER_CONFIG, "v": "2"}),
-        documentation=DOCS, after=("kube-apiserver.service",)),
-        [binary, SCHEDULER_KUBECONFIG], [RenderedFile(SCHEDULER_CONFIG, scheduler_config())])
+def scheduler_unit(master: Node) -> Unit:
+    return Unit(
+        name="kube-scheduler",
+        description="Kubernetes Scheduler",
+        documentation=DOCS,
+        command=binary("kube-scheduler"),
+        flags={"config": SCHEDULER_CONFIG, "v": "2"},
+        reads=frozenset({SCHEDULER_CONFIG, distributed(master, "kubeconfigs/kube-scheduler.kubeconfig")}),
+        after=("kube-apiserver.service",),
+    )

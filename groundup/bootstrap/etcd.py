@@ -1,55 +1,73 @@
-"""Bootstrapping the etcd cluster (kubernetes-the-hard-way 07) on every master, with TLS for clients and
-peers and client-certificate auth on both; `Type=notify`, so a start returns once the member has joined
-a quorum, and all masters start at once."""
+"""Bootstrapping the etcd cluster (kubernetes-the-hard-way 07) on every master, with client and peer
+TLS and client-certificate auth, the members taken from the spec. Flags valid for etcd 3.4 and 3.5."""
 
 from __future__ import annotations
 
-from groundup.bootstrap import Directory, NodePlan
-from groundup.bootstrap.units import exec_start, unit_file
+from groundup.bootstrap.layout import ETCD_DATA_DIR, binary, distributed
+from groundup.bootstrap.units import Unit
 from groundup.spec import ClusterSpec, Node
 
-CA = "/var/lib/kubernetes/ca.pem"
-DATA_DIR = "/var/lib/etcd"
-BINARIES = ("/usr/local/bin/etcd", "/usr/local/bin/etcdctl")
-CLUSTER_TOKEN = "etcd-cluster-0"
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+START_TIMEOUT_S = 150
 
 
-def cert_paths(node: Node) -> tuple[str, str]:
-    return f"/etc/etcd/etcd-{node.short_name}.pem", f"/etc/etcd/etcd-{node.short_name}-key.pem"
+def member_name(master: Node) -> str:
+    """The etcd member name: the master's short name, as in its certificate file `etcd-<short>.pem`."""
+    return master.short_name
+
+
+def peer_url(master: Node) -> str:
+    return f"https://{master.private_ip}:{PEER_PORT}"
+
+
+def client_url(master: Node) -> str:
+    return f"https://{master.private_ip}:{CLIENT_PORT}"
 
 
 def initial_cluster(spec: ClusterSpec) -> str:
-    """`master-0=https://10.240.0.10:2380,...`: member names are the masters' short names."""
-    return ",".join(f"{m.short_name}=https://{m.private_ip}:2380" for m in spec.masters)
+    """`master-0=https://172.31.0.10:2380,...`: every master of the spec."""
+    return ",".join(f"{member_name(m)}={peer_url(m)}" for m in spec.masters)
 
 
-def etcd_flags(spec: ClusterSpec, node: Node) -> dict[str, str | bool]:
-    cert, key = cert_paths(node)
-    ip = node.private_ip
-    return {
-        "name": node.short_name,
+def etcd_servers(spec: ClusterSpec) -> str:
+    """The client URLs of every member, for kube-apiserver's `--etcd-servers`."""
+    return ",".join(client_url(m) for m in spec.masters)
+
+
+def etcd_unit(spec: ClusterSpec, master: Node) -> Unit:
+    """Type=notify: `systemctl start etcd` returns once the member has joined a cluster with quorum."""
+    cert = distributed(master, f"pki/etcd-{master.short_name}.pem")
+    key = distributed(master, f"pki/etcd-{master.short_name}-key.pem")
+    ca = distributed(master, "pki/ca.pem")
+    flags = {
+        "name": member_name(master),
         "cert-file": cert,
         "key-file": key,
         "peer-cert-file": cert,
         "peer-key-file": key,
-        "trusted-ca-file": CA,
-        "peer-trusted-ca-file": CA,
+        "trusted-ca-file": ca,
+        "peer-trusted-ca-file": ca,
         "client-cert-auth": True,
         "peer-client-cert-auth": True,
-        "initial-advertise-peer-urls": f"https://{ip}:2380",
-        "listen-peer-urls": f"https://{ip}:2380",
-        "listen-client-urls": f"https://{ip}:2379,https://127.0.0.1:2379",
-        "advertise-client-urls": f"https://{ip}:2379",
-        "initial-cluster-token": CLUSTER_TOKEN,
+        "initial-advertise-peer-urls": peer_url(master),
+        "listen-peer-urls": peer_url(master),
+        "listen-client-urls": f"{client_url(master)},https://127.0.0.1:{CLIENT_PORT}",
+        "advertise-client-urls": client_url(master),
+        "initial-cluster-token": f"{spec.name}-etcd",
         "initial-cluster": initial_cluster(spec),
         "initial-cluster-state": "new",
-        "data-dir": DATA_DIR,
+        "data-dir": ETCD_DATA_DIR,
     }
-
-
-def add_etcd(plan: NodePlan, spec: ClusterSpec, node: Node) -> None:
-    unit = unit_file("etcd", exec_start(BINARIES[0], etcd_flags(spec, node)),
-                     documentation="https://github.com/etcd-io/etcd", after=("network-online.target",),
-                     service={"Type": "notify", "TimeoutStartSec": "120", "LimitNOFILE": "40000"})
-    plan.dirs.append(Directory(DATA_DIR, 0o700))
-    plan.add_unit("etcd", unit, [*BINARIES, CA, *cert_paths(node)])
+    return Unit(
+        name="etcd",
+        description="etcd",
+        documentation="https://github.com/etcd-io/etcd",
+        command=binary("etcd"),
+        flags=flags,
+        reads=frozenset({cert, key, ca}),
+        service=(("Type", "notify"), ("TimeoutStartSec", str(START_TIMEOUT_S)), ("Restart", "on-failure"),
+                 ("RestartSec", "5"), ("LimitNOFILE", "40000")),
+        after=("network-online.target",),
+        wants=("network-online.target",),
+    )

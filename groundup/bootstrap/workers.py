@@ -1,141 +1,193 @@
-"""Bootstrapping the worker nodes (kubernetes-the-hard-way 09): containerd with runc (systemd cgroup
-driver), the CNI bridge with the node's own pod CIDR plus loopback, kubelet, kube-proxy, and the kernel
-settings pod networking needs (applied where the kernel lets the node change them)."""
+"""Bootstrapping the Kubernetes workers (kubernetes-the-hard-way 09): kernel settings, containerd with
+runc and the CNI bridge for the worker's own pod range, kubelet and kube-proxy."""
 
 from __future__ import annotations
 
-import json
-
-from groundup.bootstrap import Directory, NodePlan, RenderedFile
-from groundup.bootstrap.control_plane import yaml_bytes
-from groundup.bootstrap.units import exec_start, unit_file
+from groundup.bootstrap.layout import (CNI_BIN_DIR, CNI_BRIDGE_CONF, CNI_CONF_DIR, CNI_LOOPBACK_CONF,
+                                       CONTAINERD_CONFIG, CONTAINERD_SOCKET, KUBE_PROXY_CONFIG, KUBELET_CONFIG,
+                                       KUBELET_RESOLV_CONF, MODULES_LOAD, RUNC, SYSCTL_CONF, binary, cni_plugin,
+                                       distributed)
+from groundup.bootstrap.render import to_json, to_toml, to_yaml
+from groundup.bootstrap.units import Unit, quote
 from groundup.spec import ClusterSpec, Node
 
-CA = "/var/lib/kubernetes/ca.pem"
-CONTAINERD = "/usr/local/bin/containerd"
-CONTAINERD_SHIM = "/usr/local/bin/containerd-shim-runc-v2"
-RUNC = "/usr/local/sbin/runc"
-CONTAINERD_CONFIG = "/etc/containerd/config.toml"
-CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
-CNI_BIN = "/opt/cni/bin"
-CNI_CONF = "/etc/cni/net.d"
-BRIDGE_CONF = f"{CNI_CONF}/10-bridge.conf"
-LOOPBACK_CONF = f"{CNI_CONF}/99-loopback.conf"
-CNI_VERSION = "1.0.0"
-KUBELET = "/usr/local/bin/kubelet"
-KUBELET_CONFIG = "/var/lib/kubelet/kubelet-config.yaml"
-KUBELET_KUBECONFIG = "/var/lib/kubelet/kubeconfig"
-KUBE_PROXY = "/usr/local/bin/kube-proxy"
-KUBE_PROXY_CONFIG = "/var/lib/kube-proxy/kube-proxy-config.yaml"
-KUBE_PROXY_KUBECONFIG = "/var/lib/kube-proxy/kubeconfig"
-MODULES_LOAD = "/etc/modules-load.d/groundup.conf"
-SYSCTL = "/etc/sysctl.d/90-groundup.conf"
 DOCS = "https://github.com/kubernetes/kubernetes"
+CNI_VERSION = "1.0.0"
+"""The newest CNI spec version both plugins 1.1 (Debian 12's) and 1.6 accept."""
+CNI_PLUGINS = ("bridge", "host-local", "loopback")
+KERNEL_MODULES = ("overlay", "br_netfilter")
+SYSCTLS = (
+    ("net.ipv4.ip_forward", "1", True),
+    ("net.bridge.bridge-nf-call-iptables", "1", False),
+    ("net.bridge.bridge-nf-call-ip6tables", "1", False),
+)
+"""(key, value, required): a `-` before a key that is not required lets systemd-sysctl skip it
+when br_netfilter is not loaded (a container's kernel)."""
+SYSTEMD_RESOLVED_CONF = "/run/systemd/resolve/resolv.conf"
+NODE_PREP = "groundup-node-prep"
 
 
-def kubelet_cert_paths(node: Node) -> tuple[str, str]:
-    """The worker's own certificate (CN system:node:<hostname>): kubelet's client and serving pair."""
-    return f"/var/lib/kubelet/{node.name}.pem", f"/var/lib/kubelet/{node.name}-key.pem"
+def modules_load() -> bytes:
+    return ("".join(f"{m}\n" for m in KERNEL_MODULES)).encode()
+
+
+def sysctl_conf() -> bytes:
+    return ("".join(f"{'' if required else '-'}{key} = {value}\n" for key, value, required in SYSCTLS)).encode()
+
+
+def node_prep_unit() -> Unit:
+    """Swap off, modules and sysctls, and the resolv.conf kubelet hands to pods, at every boot.
+
+    Each kernel step may fail without failing the unit (a container's kernel refuses them). Pods get
+    systemd-resolved's upstream list where resolved runs (its 127.0.0.53 stub would loop CoreDNS),
+    else /etc/resolv.conf.
+    """
+    link = (f"if [ -s {SYSTEMD_RESOLVED_CONF} ]; then ln -sfn {SYSTEMD_RESOLVED_CONF} {KUBELET_RESOLV_CONF}; "
+            f"else ln -sfn /etc/resolv.conf {KUBELET_RESOLV_CONF}; fi")
+    return Unit(
+        name=NODE_PREP,
+        description="Kernel settings for Kubernetes workers: swap off, overlay, br_netfilter, ip_forward",
+        documentation="https://kubernetes.io/docs/setup/production-environment/container-runtimes/",
+        command=None,
+        reads=frozenset({MODULES_LOAD, SYSCTL_CONF}),
+        service=(("Type", "oneshot"), ("RemainAfterExit", "yes"),
+                 ("ExecStart", "-/sbin/swapoff -a"),
+                 ("ExecStart", f"-/lib/systemd/systemd-modules-load {MODULES_LOAD}"),
+                 ("ExecStart", f"-/lib/systemd/systemd-sysctl {SYSCTL_CONF}"),
+                 ("ExecStart", f"/bin/sh -c {quote(link)}")),
+        after=("swap.target", "systemd-modules-load.service", "systemd-sysctl.service"),
+    )
 
 
 def containerd_config() -> bytes:
-    """Config version 2 (containerd 1.6 and 2.x): the CRI plugin with runc under the systemd cgroup driver."""
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return "\n".join([
-        "version = 2",
-        "",
-        f"[{cri}.containerd]",
-        '  snapshotter = "overlayfs"',
-        '  default_runtime_name = "runc"',
-        "",
-        f"[{cri}.containerd.runtimes.runc]",
-        '  runtime_type = "io.containerd.runc.v2"',
-        "",
-        f"[{cri}.containerd.runtimes.runc.options]",
-        "  SystemdCgroup = true",
-        f'  BinaryName = "{RUNC}"',
-        "",
-        f"[{cri}.cni]",
-        f'  bin_dir = "{CNI_BIN}"',
-        f'  conf_dir = "{CNI_CONF}"',
-        "",
-    ]).encode()
+    """Config version 2 (containerd 1.6 reads it, 2.x migrates it): runc with the systemd cgroup driver."""
+    cri = {
+        "containerd": {
+            "snapshotter": "overlayfs",
+            "default_runtime_name": "runc",
+            "runtimes": {"runc": {
+                "runtime_type": "io.containerd.runc.v2",
+                "options": {"SystemdCgroup": True, "BinaryName": RUNC},
+            }},
+        },
+        "cni": {"bin_dir": CNI_BIN_DIR, "conf_dir": CNI_CONF_DIR},
+    }
+    return to_toml({"version": 2, "plugins": {"io.containerd.grpc.v1.cri": cri}})
 
 
-def bridge_conf(node: Node) -> bytes:
-    """The CNI bridge with host-local addresses from this worker's pod CIDR, masquerading out of it."""
-    return (json.dumps({
+def bridge_conf(worker: Node) -> bytes:
+    """The CNI bridge for this worker's own pod range (the seed routes each range to its worker)."""
+    return to_json({
         "cniVersion": CNI_VERSION,
         "name": "bridge",
         "type": "bridge",
         "bridge": "cni0",
         "isGateway": True,
         "ipMasq": True,
-        "ipam": {"type": "host-local", "ranges": [[{"subnet": str(node.pod_cidr)}]], "routes": [{"dst": "0.0.0.0/0"}]},
-    }, indent=2) + "\n").encode()
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": str(pod_cidr(worker))}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+        },
+    })
 
 
 def loopback_conf() -> bytes:
-    return (json.dumps({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"}, indent=2) + "\n").encode()
+    return to_json({"cniVersion": CNI_VERSION, "name": "lo", "type": "loopback"})
 
 
-def kubelet_config(spec: ClusterSpec, node: Node) -> bytes:
-    cert, key = kubelet_cert_paths(node)
-    return yaml_bytes({
+def pod_cidr(worker: Node):
+    if worker.pod_cidr is None:
+        raise ValueError(f"{worker.short_name} has no pod CIDR: only workers run pods")
+    return worker.pod_cidr
+
+
+def kubelet_cert(worker: Node) -> tuple[str, str]:
+    return distributed(worker, f"pki/{worker.name}.pem"), distributed(worker, f"pki/{worker.name}-key.pem")
+
+
+def kubelet_config(spec: ClusterSpec, worker: Node) -> bytes:
+    cert, key = kubelet_cert(worker)
+    return to_yaml({
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "address": "0.0.0.0",
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": CA}},
+        "port": 10250,
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": distributed(worker, "pki/ca.pem")},
+        },
         "authorization": {"mode": "Webhook"},
         "cgroupDriver": "systemd",
         "clusterDomain": spec.cluster_domain,
         "clusterDNS": [str(spec.cluster_dns_ip)],
         "containerRuntimeEndpoint": f"unix://{CONTAINERD_SOCKET}",
-        "podCIDR": str(node.pod_cidr),
-        "resolvConf": "/etc/resolv.conf",
+        "enableServer": True,
+        "failSwapOn": False,
+        "memorySwap": {"swapBehavior": "NoSwap"},
+        "podCIDR": str(pod_cidr(worker)),
+        "registerNode": True,
+        "resolvConf": KUBELET_RESOLV_CONF,
         "runtimeRequestTimeout": "15m",
         "tlsCertFile": cert,
         "tlsPrivateKeyFile": key,
-        "registerNode": True,
     })
 
 
-def kube_proxy_config(spec: ClusterSpec) -> bytes:
-    return yaml_bytes({
+def kube_proxy_config(spec: ClusterSpec, worker: Node) -> bytes:
+    return to_yaml({
         "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
         "kind": "KubeProxyConfiguration",
-        "clientConnection": {"kubeconfig": KUBE_PROXY_KUBECONFIG},
+        "clientConnection": {"kubeconfig": distributed(worker, "kubeconfigs/kube-proxy.kubeconfig")},
+        "hostnameOverride": worker.hostname,
         "mode": "iptables",
         "clusterCIDR": str(spec.pod_cidr),
     })
 
 
-def kernel_files() -> list[RenderedFile]:
-    """br_netfilter and IP forwarding: loaded and applied by the executor, tolerated where a container refuses."""
-    return [RenderedFile(MODULES_LOAD, b"overlay\nbr_netfilter\n"),
-            RenderedFile(SYSCTL, b"net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\n"
-                                 b"net.bridge.bridge-nf-call-ip6tables = 1\n")]
+def containerd_unit() -> Unit:
+    reads = {CONTAINERD_CONFIG, RUNC, binary("containerd-shim-runc-v2"), CNI_BRIDGE_CONF, CNI_LOOPBACK_CONF,
+             *(cni_plugin(p) for p in CNI_PLUGINS)}
+    return Unit(
+        name="containerd",
+        description="containerd container runtime",
+        documentation="https://containerd.io",
+        command=binary("containerd"),
+        flags={"config": CONTAINERD_CONFIG},
+        reads=frozenset(reads),
+        service=(("Type", "notify"), ("Delegate", "yes"), ("KillMode", "process"), ("Restart", "always"),
+                 ("RestartSec", "5"), ("LimitNPROC", "infinity"), ("LimitCORE", "infinity"),
+                 ("LimitNOFILE", "1048576"), ("TasksMax", "infinity"), ("OOMScoreAdjust", "-999")),
+        after=("network.target", f"{NODE_PREP}.service"),
+        wants=(f"{NODE_PREP}.service",),
+    )
 
 
-def add_worker(plan: NodePlan, spec: ClusterSpec, node: Node) -> None:
-    plan.files += kernel_files()
-    plan.dirs += [Directory("/var/lib/kubelet", 0o700), Directory("/var/lib/kube-proxy", 0o700),
-                  Directory(CNI_BIN, 0o755)]
-    cni = [RenderedFile(BRIDGE_CONF, bridge_conf(node)), RenderedFile(LOOPBACK_CONF, loopback_conf())]
-    plan.add_unit("containerd", unit_file(
-        "containerd container runtime", CONTAINERD, documentation="https://containerd.io", after=("network.target",),
-        service={"Restart": "always", "Delegate": "yes", "KillMode": "process", "OOMScoreAdjust": "-999",
-                 "LimitNOFILE": "1048576", "LimitNPROC": "infinity", "LimitCORE": "infinity"}),
-        [CONTAINERD, CONTAINERD_SHIM, RUNC], [RenderedFile(CONTAINERD_CONFIG, containerd_config()), *cni])
-    cert, key = kubelet_cert_paths(node)
-    plan.add_unit("kubelet", unit_file(
-        "Kubernetes Kubelet",
-        exec_start(KUBELET, {"config": KUBELET_CONFIG, "kubeconfig": KUBELET_KUBECONFIG, "register-node": "true",
-                             "v": "2"}),
-        documentation=DOCS, after=("containerd.service",), requires=("containerd.service",)),
-        [KUBELET, CA, cert, key, KUBELET_KUBECONFIG],
-        [RenderedFile(KUBELET_CONFIG, kubelet_config(spec, node))])
-    plan.add_unit("kube-proxy", unit_file(
-        "Kubernetes Kube Proxy", exec_start(KUBE_PROXY, {"config": KUBE_PROXY_CONFIG}), documentation=DOCS),
-        [KUBE_PROXY, KUBE_PROXY_KUBECONFIG], [RenderedFile(KUBE_PROXY_CONFIG, kube_proxy_config(spec))])
+def kubelet_unit(worker: Node) -> Unit:
+    cert, key = kubelet_cert(worker)
+    kubeconfig = distributed(worker, f"kubeconfigs/{worker.name}.kubeconfig")
+    return Unit(
+        name="kubelet",
+        description="Kubernetes Kubelet",
+        documentation=DOCS,
+        command=binary("kubelet"),
+        flags={"config": KUBELET_CONFIG, "kubeconfig": kubeconfig, "register-node": "true",
+               "hostname-override": worker.hostname, "node-ip": str(worker.private_ip), "v": "2"},
+        reads=frozenset({KUBELET_CONFIG, kubeconfig, cert, key, distributed(worker, "pki/ca.pem")}),
+        after=("containerd.service", f"{NODE_PREP}.service"),
+        wants=("containerd.service", f"{NODE_PREP}.service"),
+    )
+
+
+def kube_proxy_unit(worker: Node) -> Unit:
+    return Unit(
+        name="kube-proxy",
+        description="Kubernetes Kube Proxy",
+        documentation=DOCS,
+        command=binary("kube-proxy"),
+        flags={"config": KUBE_PROXY_CONFIG, "v": "2"},
+        reads=frozenset({KUBE_PROXY_CONFIG, distributed(worker, "kubeconfigs/kube-proxy.kubeconfig")}),
+        after=("network-online.target", f"{NODE_PREP}.service"),
+        wants=("network-online.target", f"{NODE_PREP}.service"),
+    )
