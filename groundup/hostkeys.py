@@ -1,24 +1,21 @@
 """Where a node's SSH host keys come from, and their pins in the artifact store.
 
-Order of lookup, the same on AWS and in the sandbox:
+One path, on AWS and in the sandbox:
 1. the pin in the store (`ssh/host-keys/<short_name>`), if it was taken from the same instance;
-2. the instance's console output: the cloud-init `-----BEGIN SSH HOST KEY KEYS-----` block
-   (the sandbox's moto serves the sandbox's cloud-init output there too);
-3. the sandbox's own record (`$GROUNDUP_SANDBOX_STATE/known_hosts`), for a sandbox node address.
-A key found in 2 or 3 is pinned. A pin taken from another instance is replaced (the instance was
-replaced, so its keys are new); a pinned key the same instance no longer presents is refused by
-`groundup.ssh`. Nothing here imports Prefect.
+2. otherwise the instance's console output: the cloud-init `-----BEGIN SSH HOST KEY KEYS-----`
+   block (the sandbox's moto serves what the sandbox's cloud-init printed there), pinned.
+A pin taken from another instance is replaced (a terminated and relaunched instance has new keys,
+so a rebuild reads them again instead of meeting "host key changed"); a pinned key the same
+instance no longer presents is refused by `groundup.ssh`. Nothing here imports Prefect.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 BEGIN = "-----BEGIN SSH HOST KEY KEYS-----"
 END = "-----END SSH HOST KEY KEYS-----"
@@ -56,22 +53,6 @@ def parse_console_host_keys(output: str) -> list[str]:
         if block:
             return list(dict.fromkeys(block))
     return []
-
-
-def sandbox_host_keys(address: str, state_dir: str | Path | None = None) -> list[str]:
-    """The sandbox's record of a node's host keys, by private IP; empty outside the sandbox."""
-    root = state_dir or os.environ.get("GROUNDUP_SANDBOX_STATE")
-    if not root:
-        return []
-    path = Path(root) / "known_hosts"
-    if not path.is_file():
-        return []
-    keys = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and address in parts[0].split(","):
-            keys.append(f"{parts[1]} {parts[2]}")
-    return keys
 
 
 @dataclass(frozen=True)
@@ -114,8 +95,7 @@ def save_pin(store, pin: HostKeyPin) -> None:
 def resolve_host_keys(store, short_name: str, address: str, instance_id: str | None,
                       console_output: Callable[[str], str] | None = None, *,
                       timeout: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-                      clock: Callable[[], float] = time.monotonic,
-                      sandbox_state: str | Path | None = None) -> HostKeyPin:
+                      clock: Callable[[], float] = time.monotonic) -> HostKeyPin:
     """The node's pinned host keys, reading and pinning them first when needed.
 
     `console_output(instance_id)` returns the decoded EC2 console output; it is polled until the
@@ -128,22 +108,16 @@ def resolve_host_keys(store, short_name: str, address: str, instance_id: str | N
     delay = 1.0
     while True:
         keys: list[str] = []
-        source = ""
         if console_output is not None and instance_id:
             keys = parse_console_host_keys(console_output(instance_id) or "")
-            source = "console-output"
-        if not keys:
-            keys = sandbox_host_keys(address, sandbox_state)
-            source = "sandbox-record"
         if keys:
-            new = HostKeyPin(node=short_name, instance_id=instance_id, keys=tuple(keys), source=source)
+            new = HostKeyPin(node=short_name, instance_id=instance_id, keys=tuple(keys), source="console-output")
             save_pin(store, new)
             return new
         if clock() + delay > deadline:
             raise HostKeysUnavailable(
                 f"no host keys for {short_name} ({address}, instance {instance_id}): the console output "
-                f"has no '{BEGIN}' block after {timeout:.0f} s and the sandbox has no record of this "
-                "address. Wait for cloud-init to finish and retry."
+                f"has no '{BEGIN}' block after {timeout:.0f} s. Wait for cloud-init to finish and retry."
             )
         sleep(delay)
         delay = min(delay * 2, 10.0)

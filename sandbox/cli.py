@@ -7,10 +7,13 @@ import json
 import os
 import sys
 import time
+from ipaddress import IPv4Network
 from pathlib import Path
 
-from sandbox import lifecycle
+from sandbox import lifecycle, netns
 from sandbox.state import state_dir
+
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "clusters" / "sandbox.yaml"
 
 DEMO_PHASES = ["network", "compute", "pki", "distribute"]
 
@@ -20,16 +23,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--state", type=Path, default=None,
                         help="state directory (default $GROUNDUP_SANDBOX_STATE or /var/lib/groundup-sandbox)")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="bring the sandbox up (idempotent)")
-    up.add_argument("--spec", type=Path, default=lifecycle.DEFAULT_SPEC, help="cluster spec whose nodes to boot")
-    up.add_argument("--no-prefect", action="store_true", help="nodes and moto only, no Prefect server or worker")
-    down = sub.add_parser("down", help="stop and remove every process, mount, namespace and link")
+    up = sub.add_parser("up", help="bring the sandbox up (idempotent); nodes boot as instances launch in moto")
+    up.add_argument("--subnet", type=IPv4Network, default=netns.DEFAULT_SUBNET,
+                    help=f"the sandbox subnet: instances launched in it become nodes; the bridge takes its "
+                         f"first address (default {netns.DEFAULT_SUBNET})")
+    up.add_argument("--region", action="append", dest="regions", default=None,
+                    help=f"a region whose instances the sandbox plays (repeatable; default "
+                         f"{', '.join(lifecycle.DEFAULT_REGIONS)})")
+    up.add_argument("--max-nodes", type=int, default=None,
+                    help="at most this many nodes (default: what the machine's memory holds)")
+    up.add_argument("--no-prefect", action="store_true", help="no Prefect server or worker")
+    down = sub.add_parser("down", help="stop and remove every process, mount, namespace, link and hosts entry")
     down.add_argument("--purge", action="store_true",
-                      help="also delete the cached rootfs, the Prefect database and the artifacts")
+                      help="also delete the cached rootfs, the mirror, the Prefect database and the artifacts")
     status = sub.add_parser("status", help="show what runs")
     status.add_argument("--json", action="store_true")
     demo = sub.add_parser("demo", help="run build-cluster through distribution on the sandbox")
-    demo.add_argument("spec", type=Path, nargs="?", default=lifecycle.DEFAULT_SPEC)
+    demo.add_argument("spec", type=Path, nargs="?", default=DEFAULT_SPEC)
     demo.add_argument("--phases", default=",".join(DEMO_PHASES))
     demo.add_argument("--in-process", action="store_true",
                       help="run the flow in this process instead of as a deployment on the sandbox's worker")
@@ -62,18 +72,19 @@ def run(argv: list[str]) -> int:
 
 
 def _up(args, state: Path) -> int:
-    report = lifecycle.up(args.spec, state, with_prefect=not args.no_prefect)
+    report = lifecycle.up(state, subnet=args.subnet, regions=tuple(args.regions or lifecycle.DEFAULT_REGIONS),
+                          with_prefect=not args.no_prefect, max_nodes=args.max_nodes)
     info = lifecycle.status(state)
-    nodes = info["nodes"]
     print(f"sandbox up in {report.timings['total']:.1f} s "
           f"({', '.join(f'{k} {v:.1f} s' for k, v in report.timings.items() if k != 'total')})")
-    print(f"  nodes: {len(nodes)} ({len(report.started_nodes)} booted now), "
-          + ", ".join(f"{n['name']}={n['ip']}" for n in nodes))
-    print(f"  moto:  {info['moto'].get('endpoint')}")
+    record = lifecycle.read_record(state)
+    print(f"  subnet:  {info['subnet']} on bridge {netns.BRIDGE}: instances launched there "
+          f"({', '.join(record['regions'])}) boot as nodes, at most {record['max_nodes']}")
+    print(f"  moto:    {info['moto'].get('endpoint')}")
+    print(f"  mirror:  {info['mirror'].get('url')}")
     if info["prefect"].get("api_url"):
         print(f"  prefect: {info['prefect']['api_url'].removesuffix('/api')} (work pool 'groundup', worker running)")
-    print(f"  host keys: {state / 'known_hosts'}")
-    print(f"  env:   source {info['env_file']}")
+    print(f"  env:     source {info['env_file']}")
     return 0
 
 
@@ -84,34 +95,61 @@ def _down(args, state: Path) -> int:
     if remaining:
         print(f"sandbox down left behind: {remaining}", file=sys.stderr)
         return 1
-    print(f"sandbox down in {time.monotonic() - started:.1f} s: no process, mount, namespace or link left")
+    print(f"sandbox down in {time.monotonic() - started:.1f} s: no process, mount, namespace, link or hosts entry left")
     return 0
 
 
 def _status(args, state: Path) -> int:
     info = lifecycle.status(state)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2, default=str))
         return 0
-    if not info["cluster"]:
+    if not info["up"]:
         left = {k: v for k, v in (info["leftovers"] or {}).items() if v}
         print(f"sandbox is down ({state})" + (f"; left behind: {left}" if left else ""))
         return 0 if not left else 1
-    print(f"sandbox for '{info['cluster']}' ({state})")
-    for node in info["nodes"]:
-        state_text = "running" if node["running"] else "STOPPED"
-        ssh = "sshd up" if node["sshd"] else "sshd down"
-        instance = info["instances"].get(node["ip"], "no instance")
-        print(f"  {node['name']:<10} {node['ip']:<15} {state_text:<8} {ssh:<9} {instance}")
-    for name in ("moto", "prefect", "worker", "cloudinit"):
+    print(f"sandbox on {info['subnet']} ({state})")
+    nodes = {n["instance_id"]: n for n in info["nodes"]}
+    print("instances and nodes:")
+    for instance in info["instances"]:
+        node = nodes.pop(instance["instance_id"], None)
+        check = "src/dst check on" if instance["source_dest_check"] else "src/dst check off"
+        where = (f"node {node['name']} {node['state']}{', sshd up' if node['sshd'] else ''}"
+                 + (f", booted in {node['boot_seconds']} s" if node["boot_seconds"] else "")) if node else "no node"
+        print(f"  {instance['instance_id']:<20} {instance['name'] or '-':<24} {instance['state']:<13} "
+              f"{instance['ip'] or '-':<15} {check:<17} {where}")
+    for node in nodes.values():
+        print(f"  {node['instance_id']:<20} {'(gone from moto)':<24} {'':<13} {node['ip']:<15} {'':<17} "
+              f"node {node['name']} {node['state']}")
+    print("routes (VPC routes played in the nodes' namespaces):")
+    any_route = False
+    for ip, routes in info["routes"].items():
+        for route in routes:
+            any_route = True
+            print(f"  on {ip}: {route}")
+    if not any_route:
+        print("  none")
+    print("load balancers:")
+    for lb in info["load_balancers"]:
+        print(f"  {lb}")
+    if not info["load_balancers"]:
+        print("  none")
+    mirror = info.get("mirror") or {}
+    print(f"mirror {mirror.get('url')} ({'running' if mirror.get('running') else 'STOPPED'}):")
+    contents = mirror.get("contents") or {}
+    for name, entry in sorted(contents.items()):
+        versions = entry.get("versions", entry) if isinstance(entry, dict) else entry
+        print(f"  {name}: {versions if not isinstance(versions, dict) else ', '.join(versions)}")
+    for name in ("moto", "prefect", "worker", "controller"):
         entry = info[name]
         if entry.get("pid") is None:
             continue
         where = entry.get("endpoint") or entry.get("api_url") or ""
-        print(f"  {name:<10} pid {entry['pid']:<7} {'running' if entry['running'] else 'STOPPED'} {where}")
+        print(f"{name:<10} pid {entry['pid']:<7} {'running' if entry['running'] else 'STOPPED'} {where}")
     if info["env_file"]:
-        print(f"  env file: {info['env_file']}")
-    healthy = all(n["running"] and n["sshd"] for n in info["nodes"]) and info["moto"]["running"]
+        print(f"env file: {info['env_file']}")
+    healthy = info["moto"]["running"] and info["controller"]["running"] and all(
+        n["sshd"] for n in info["nodes"] if n["state"] == "running")
     return 0 if healthy else 1
 
 
@@ -128,6 +166,7 @@ def _demo(args, state: Path) -> int:
     from groundup.spec import load_spec
 
     spec = load_spec(args.spec)
+    _check_spec_fits(spec, lifecycle.read_record(state))
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if args.in_process:
         from flows.build_cluster import build_cluster
@@ -153,6 +192,20 @@ def _demo(args, state: Path) -> int:
         print(f"  admin kubeconfig: {export_admin_kubeconfig(spec)} (mode 0600)")
     print(f"  Prefect UI: {ui}")
     return 0
+
+
+def _check_spec_fits(spec, record: dict) -> None:
+    """The spec's nodes must land where the sandbox plays instances."""
+    subnet = IPv4Network(record["subnet"])
+    if spec.region not in record.get("regions", []):
+        raise lifecycle.SandboxError(
+            f"the spec's region {spec.region} is not one the sandbox plays ({', '.join(record.get('regions', []))}); "
+            f"run `groundup sandbox up --region {spec.region}`")
+    outside = [f"{n.short_name}={n.private_ip}" for n in spec.nodes if n.private_ip not in subnet]
+    if outside:
+        raise lifecycle.SandboxError(
+            f"nodes outside the sandbox subnet {subnet}: {', '.join(outside)}; set the spec's subnet_cidr inside it "
+            f"or run `groundup sandbox up --subnet {spec.subnet_cidr}`")
 
 
 def main() -> None:

@@ -1,13 +1,13 @@
 """Bring the sandbox up, take it down, say what runs.
 
-`up` is idempotent: what already runs is kept, what is missing is started. `down` stops every
-process the sandbox started (found by a marker in their environment, not only by the record),
-unmounts every overlay and deletes every namespace, veth and the bridge.
+`up` is idempotent: what already runs is kept, what is missing is started (the controller is
+restarted and adopts the running nodes). `down` stops every process the sandbox started (found by
+a marker in their environment, not only by the record), unmounts every overlay, deletes every
+namespace, veth and the bridge, and removes the hosts entries the load balancers wrote.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -17,8 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from groundup.spec import ClusterSpec, load_spec
+from ipaddress import IPv4Address, IPv4Network
+
+from groundup.releases import MIRROR_INDEX
 from sandbox import netns, nodes, prefect_server, rootfs
+from sandbox.controller import machine_capacity, nodes_path, read_nodes
 from sandbox.moto import free_port, start_moto_server, wait_for_moto
 from sandbox.state import (atomic_write, console_dir, instances_path, known_hosts_path, logs_dir,
                            pid_alive, read_record, record_path, write_record)
@@ -28,6 +31,8 @@ DEFAULT_SPEC = REPO_ROOT / "clusters" / "sandbox.yaml"
 OWNER_ENV = "GROUNDUP_SANDBOX_OWNER"
 MOTO_PORT = 5055
 PREFECT_PORT = 4200
+MIRROR_PORT = 8080
+DEFAULT_REGIONS = ("us-east-2",)
 
 
 class SandboxError(RuntimeError):
@@ -39,7 +44,6 @@ class UpReport:
     """What `up` did and how long each part took (seconds)."""
 
     timings: dict[str, float] = field(default_factory=dict)
-    started_nodes: list[str] = field(default_factory=list)
 
 
 def preflight() -> None:
@@ -79,6 +83,7 @@ def sandbox_environment(state: Path, record: dict) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": record["region"],
         "GROUNDUP_ARTIFACTS": str(state / "artifacts"),
+        "GROUNDUP_ALLOWED_NODE_NETWORKS": record["subnet"],
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
@@ -142,44 +147,37 @@ def _port(preferred: int, recorded: int | None) -> int:
     return free_port()
 
 
-def up(spec_path: Path, state: Path, with_prefect: bool = True, out=print) -> UpReport:
-    """Bring the sandbox up for the spec's nodes (idempotent)."""
+def up(state: Path, subnet: IPv4Network = netns.DEFAULT_SUBNET, regions: tuple[str, ...] = DEFAULT_REGIONS,
+       with_prefect: bool = True, max_nodes: int | None = None, out=print) -> UpReport:
+    """Bring the sandbox up (idempotent): bridge, moto, mirror, controller, Prefect server and worker.
+
+    No cluster is named: the controller boots a node for every instance launched in `subnet`.
+    """
     report = UpReport()
     started = time.monotonic()
     preflight()
-    spec = load_spec(spec_path)
     state.mkdir(parents=True, exist_ok=True)
     logs = logs_dir(state)
     record = read_record(state)
-    if record.get("cluster") and record["cluster"] != spec.name and _running_nodes(record):
-        raise SandboxError(
-            f"the sandbox already runs cluster '{record['cluster']}'; run `groundup sandbox down` first"
-        )
+    if record.get("subnet") and record["subnet"] != str(subnet) and netns.link_exists(netns.BRIDGE):
+        raise SandboxError(f"the sandbox already runs on {record['subnet']}; run `groundup sandbox down` first")
     t = time.monotonic()
     install_packages()
     report.timings["packages"] = time.monotonic() - t
-    if not (record.get("nodes") and netns.link_exists(netns.BRIDGE)):
-        netns.check_range_free(spec.subnet_cidr)
+    if not netns.link_exists(netns.BRIDGE):
+        netns.check_range_free(subnet)
 
     t = time.monotonic()
     out("base rootfs: " + ("cached" if rootfs.is_cached(state) else "building with mmdebstrap (about a minute)"))
     rootfs.build_base(state, logs / "rootfs.log")
     report.timings["rootfs"] = time.monotonic() - t
 
-    ensure_inotify_instances(len(spec.nodes), record)
-    t = time.monotonic()
-    node_records = start_nodes(spec, state, report)
-    report.timings["nodes"] = time.monotonic() - t
-    record.update({
-        "cluster": spec.name,
-        "spec": str(Path(spec_path).resolve()),
-        "region": spec.region,
-        "subnet": str(spec.subnet_cidr),
-        "bridge": netns.BRIDGE,
-        "nodes": [n.to_dict() for n in node_records],
-    })
+    capacity = max_nodes or record.get("max_nodes") or machine_capacity()
+    ensure_inotify_instances(capacity, record)
+    bridge_ip = netns.ensure_bridge(subnet)
+    record.update({"subnet": str(subnet), "bridge": netns.BRIDGE, "bridge_address": str(bridge_ip),
+                   "regions": list(regions), "region": regions[0], "max_nodes": capacity})
     write_record(state, record)
-    nodes.write_known_hosts(state, node_records)
 
     t = time.monotonic()
     env = owned_environment(state)
@@ -194,7 +192,11 @@ def up(spec_path: Path, state: Path, with_prefect: bool = True, out=print) -> Up
         write_record(state, record)
     report.timings["moto"] = time.monotonic() - t
 
-    _restart_cloudinit(state, record, env, logs)
+    t = time.monotonic()
+    ensure_mirror(state, record, env, logs, bridge_ip, out)
+    report.timings["mirror"] = time.monotonic() - t
+
+    _restart_controller(state, record, env, logs)
 
     if with_prefect:
         t = time.monotonic()
@@ -222,42 +224,56 @@ def ensure_inotify_instances(node_count: int, record: dict) -> None:
         INOTIFY_INSTANCES.write_text(f"{needed}\n")
 
 
-def start_nodes(spec: ClusterSpec, state: Path, report: UpReport) -> list[nodes.NodeRecord]:
-    """Network, overlay, identity and boot for every node not already running; waits for sshd."""
-    netns.ensure_bridge(spec.subnet_cidr)
-    base = rootfs.base_dir(state)
-    records = []
-    for node in spec.nodes:
-        ns = netns.ensure_node_network(node.short_name, node.private_ip, spec.subnet_cidr)
-        merged = nodes.prepare_overlay(state, base, node.short_name)
-        host_key = nodes.ensure_identity(merged, node.hostname, str(node.private_ip))
-        record = nodes.NodeRecord(
-            short_name=node.short_name, role=node.role.value, private_ip=str(node.private_ip),
-            hostname=node.hostname, namespace=ns, root=str(merged), host_key=host_key,
-        )
-        pid_file = nodes.node_dir(state, node.short_name) / "nspawn.pid"
-        pid = int(pid_file.read_text()) if pid_file.exists() else None
-        if not (pid and pid_alive(pid) and pid in nodes.nspawn_pids(state)):
-            pid = nodes.boot(state, record)
-            report.started_nodes.append(node.short_name)
-        record.pid = pid
-        records.append(record)
-    t = time.monotonic()
-    for record in records:
-        nodes.wait_for_ssh(record.private_ip, pid=record.pid, timeout=120)
-    report.timings["boot_wait"] = time.monotonic() - t
-    return records
+def mirror_root(state: Path) -> Path:
+    return state / "mirror"
 
 
-def _restart_cloudinit(state: Path, record: dict, env: dict[str, str], logs: Path) -> None:
-    prefect_server.stop_group((record.get("cloudinit") or {}).get("pid"))
-    with open(logs / "cloudinit.log", "ab") as log:
+def ensure_mirror(state: Path, record: dict, env: dict[str, str], logs: Path, bridge_ip, out=print) -> None:
+    """Build (or refresh) the release mirror and serve it on the bridge at MIRROR_PORT."""
+    from sandbox import mirror
+
+    current = record.get("mirror") or {}
+    url = f"http://{bridge_ip}:{MIRROR_PORT}"
+    with open(logs / "mirror-build.log", "a") as build_log:
+        mirror.build_mirror(mirror_root(state), log=lambda line: print(line, file=build_log, flush=True))
+    if pid_alive(current.get("pid")) and current.get("url") == url and _http_ok(url + "/" + MIRROR_INDEX):
+        return
+    prefect_server.stop_group(current.get("pid"))
+    with open(logs / "mirror.log", "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox.cloudinit", "--state", str(state)],
+            [sys.executable, "-m", "sandbox.mirror", "serve", "--root", str(mirror_root(state)),
+             "--bind", str(bridge_ip), "--port", str(MIRROR_PORT)],
             env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, cwd=REPO_ROOT,
         )
-    record["cloudinit"] = {"pid": process.pid}
+    record["mirror"] = {"pid": process.pid, "url": url, "root": str(mirror_root(state))}
+    deadline = time.monotonic() + 20
+    while not _http_ok(url + "/" + MIRROR_INDEX):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SandboxError(f"the release mirror did not start on {url}; see {logs / 'mirror.log'}")
+        time.sleep(0.2)
+
+
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def _restart_controller(state: Path, record: dict, env: dict[str, str], logs: Path) -> None:
+    for name in ("controller", "cloudinit"):
+        prefect_server.stop_group((record.pop(name, None) or {}).get("pid"))
+    with open(logs / "controller.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.controller", "--state", str(state)],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=REPO_ROOT,
+        )
+    record["controller"] = {"pid": process.pid}
 
 
 def ensure_prefect(state: Path, record: dict, env: dict[str, str], logs: Path) -> None:
@@ -273,10 +289,6 @@ def ensure_prefect(state: Path, record: dict, env: dict[str, str], logs: Path) -
     worker = record.get("worker") or {}
     if not pid_alive(worker.get("pid")):
         record["worker"] = {"pid": prefect_server.start_worker(client_env, logs / "worker.log")}
-
-
-def _running_nodes(record: dict) -> list[str]:
-    return [n["short_name"] for n in record.get("nodes", []) if pid_alive(n.get("pid"))]
 
 
 def owned_pids(state: Path) -> list[int]:
@@ -306,9 +318,12 @@ def down(state: Path, purge: bool = False, out=print) -> dict[str, list]:
     """Stop and remove everything the sandbox started; returns what is left (should be empty)."""
     preflight()
     record = read_record(state)
-    prefect_server.stop_group((record.get("worker") or {}).get("pid"), signals=2)
-    for name in ("cloudinit", "prefect", "moto"):
+    for name in ("controller", "cloudinit"):
         prefect_server.stop_group((record.get(name) or {}).get("pid"))
+    prefect_server.stop_group((record.get("worker") or {}).get("pid"), signals=2)
+    for name in ("prefect", "mirror", "moto"):
+        prefect_server.stop_group((record.get(name) or {}).get("pid"))
+    _remove_load_balancers(state)
     nodes.stop_pids(nodes.nspawn_pids(state))
     leftovers = owned_pids(state)
     for pid in leftovers:
@@ -323,15 +338,32 @@ def down(state: Path, purge: bool = False, out=print) -> dict[str, list]:
     original = record.get("inotify_max_user_instances")
     if original:
         INOTIFY_INSTANCES.write_text(f"{original}\n")
-    for path in (known_hosts_path(state), instances_path(state), env_file(state), record_path(state)):
+    for path in (known_hosts_path(state), instances_path(state), nodes_path(state), env_file(state),
+                 record_path(state)):
         path.unlink(missing_ok=True)
     shutil.rmtree(console_dir(state), ignore_errors=True)
     shutil.rmtree(state / "moto", ignore_errors=True)
     if purge:
-        for sub in ("prefect", "artifacts", "rootfs", "logs"):
+        for sub in ("prefect", "artifacts", "rootfs", "logs", "mirror"):
             shutil.rmtree(state / sub, ignore_errors=True)
     time.sleep(0.2)
     return leftovers_report(state)
+
+
+def _remove_load_balancers(state: Path) -> None:
+    """HAProxy and the NLB hosts blocks (host and nodes), through sandbox.loadbalancer once it exists."""
+    try:
+        from sandbox import loadbalancer  # noqa: F401
+    except ImportError:
+        return
+
+
+def _hosts_leftovers(state: Path) -> list[str]:
+    try:
+        from sandbox import loadbalancer  # noqa: F401
+    except ImportError:
+        return []
+    return []
 
 
 def leftovers_report(state: Path) -> dict[str, list]:
@@ -341,31 +373,73 @@ def leftovers_report(state: Path) -> dict[str, list]:
         "mounts": nodes.sandbox_mounts(state),
         "namespaces": netns.sandbox_namespaces(),
         "links": netns.sandbox_links(),
+        "hosts": _hosts_leftovers(state),
     }
 
 
 def status(state: Path) -> dict:
-    """What runs, as data: nodes (pid alive, sshd answering), moto, Prefect, worker, agent."""
+    """What runs, as data: instances and their nodes, routes, load balancers, mirror, services."""
     import socket
 
     record = read_record(state)
-    result: dict = {"state_dir": str(state), "cluster": record.get("cluster"), "nodes": []}
-    for node in record.get("nodes", []):
-        try:
-            with socket.create_connection((node["private_ip"], 22), timeout=1):
-                ssh = True
-        except OSError:
-            ssh = False
+    result: dict = {"state_dir": str(state), "up": bool(record.get("subnet")), "subnet": record.get("subnet"),
+                    "nodes": [], "routes": {}, "load_balancers": [], "mirror": None}
+    for ip, node in sorted(read_nodes(state).items(), key=lambda item: IPv4Address(item[0])):
+        ssh = False
+        if node.state in ("booting", "running"):
+            try:
+                with socket.create_connection((ip, 22), timeout=1) as sock:
+                    sock.settimeout(1)
+                    ssh = sock.recv(4).startswith(b"SSH-")
+            except OSError:
+                pass
         result["nodes"].append({
-            "name": node["short_name"], "ip": node["private_ip"], "pid": node.get("pid"),
-            "running": pid_alive(node.get("pid")), "sshd": ssh,
+            "name": node.name, "ip": ip, "instance_id": node.instance_id, "region": node.region,
+            "state": node.state, "pid": node.pid, "running": pid_alive(node.pid), "sshd": ssh,
+            "boot_seconds": round(node.ready_at - node.seen_at, 2) if node.ready_at else None,
+            "root": node.root,
         })
-    for name in ("moto", "prefect", "worker", "cloudinit"):
+        if netns.namespace_exists(node.namespace):
+            result["routes"][ip] = sorted(f"{d} via {v}" for d, v in netns.sandbox_routes(node.namespace))
+    result["instances"] = _instances(record)
+    for name in ("moto", "prefect", "worker", "controller", "mirror"):
         entry = record.get(name) or {}
         result[name] = {**entry, "running": pid_alive(entry.get("pid"))}
+    if record.get("mirror", {}).get("root"):
+        from sandbox import mirror
+
+        try:
+            result["mirror"]["contents"] = mirror.contents(Path(record["mirror"]["root"]))
+        except Exception as exc:  # the mirror being rebuilt: say so, do not fail status
+            result["mirror"]["contents"] = {"error": f"{type(exc).__name__}: {exc}"}
+    result["load_balancers"] = _load_balancer_status(state)
     result["env_file"] = str(env_file(state)) if env_file(state).exists() else None
-    instances = instances_path(state)
-    result["instances"] = json.loads(instances.read_text()) if instances.exists() else {}
     result["leftovers"] = leftovers_report(state) if not record else None
     return result
 
+
+def _instances(record: dict) -> list[dict]:
+    """Every instance moto knows in the sandbox's regions: id, state, private IP, source/dest check."""
+    if not _moto_alive(record):
+        return []
+    import boto3
+
+    found = []
+    for region in record.get("regions", []):
+        ec2 = boto3.client("ec2", endpoint_url=record["moto"]["endpoint"], region_name=region,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        for reservation in ec2.describe_instances()["Reservations"]:
+            for instance in reservation["Instances"]:
+                name = next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), "")
+                found.append({"instance_id": instance["InstanceId"], "region": region, "name": name,
+                              "state": instance["State"]["Name"], "ip": instance.get("PrivateIpAddress"),
+                              "source_dest_check": instance.get("SourceDestCheck", True)})
+    return found
+
+
+def _load_balancer_status(state: Path) -> list[dict]:
+    try:
+        from sandbox import loadbalancer  # noqa: F401
+    except ImportError:
+        return []
+    return []

@@ -1,7 +1,9 @@
-"""The sandbox's network: one host bridge on the cluster subnet and one namespace per node.
+"""The sandbox's network: one host bridge on the sandbox subnet and one namespace per node.
 
 Each node's namespace holds `eth0` (the peer of a host veth plugged into the bridge) with the
-node's private IP and no default route, so nothing a node sends can leave the machine.
+node's private IP and no default route, so nothing a node sends can leave the machine. The VPC
+routes the sandbox plays (sandbox.routes) are added in the nodes' namespaces with the routing
+protocol number `ROUTE_PROTO`, so they are told apart from the kernel's and the bootstrap's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 BRIDGE = "gu-br0"
 PREFIX = "gu-"
 NETNS_DIR = Path("/run/netns")
+DEFAULT_SUBNET = IPv4Network("10.240.0.0/24")
+ROUTE_PROTO = "71"
 
 
 class AddressRangeInUse(RuntimeError):
@@ -29,16 +33,18 @@ def _json(*args: str) -> list[dict]:
     return json.loads(out) if out else []
 
 
-def namespace_name(short_name: str) -> str:
-    return PREFIX + short_name
+def namespace_name(node_name: str) -> str:
+    return PREFIX + node_name
 
 
-def veth_name(short_name: str) -> str:
-    """The host end of a node's veth; interface names are at most 15 characters."""
-    name = "v" + PREFIX + short_name.replace("master-", "m").replace("worker-", "w")
-    if len(name) > 15:
-        raise ValueError(f"interface name {name} is longer than 15 characters")
-    return name
+def veth_name(address: IPv4Address | str) -> str:
+    """The host end of a node's veth, from its address (interface names are at most 15 characters)."""
+    return "v" + PREFIX + f"{int(IPv4Address(str(address))):08x}"
+
+
+def bridge_address(subnet: IPv4Network) -> IPv4Address:
+    """The host's address on the bridge: the subnet's first, where the VPC router sits on AWS."""
+    return subnet.network_address + 1
 
 
 def link_exists(name: str) -> bool:
@@ -61,7 +67,7 @@ def check_range_free(subnet: IPv4Network, bridge: str = BRIDGE) -> None:
             if net.overlaps(subnet):
                 raise AddressRangeInUse(
                     f"{subnet} is already in use on this host: {link['ifname']} has {addr['local']}/"
-                    f"{addr['prefixlen']}. Pick another subnet_cidr in the spec, or remove that address."
+                    f"{addr['prefixlen']}. Pick another sandbox subnet (`groundup sandbox up --subnet CIDR`), or remove that address."
                 )
     for route in _json("route", "show"):
         dst = route.get("dst")
@@ -71,13 +77,13 @@ def check_range_free(subnet: IPv4Network, bridge: str = BRIDGE) -> None:
         if net.overlaps(subnet):
             raise AddressRangeInUse(
                 f"{subnet} is already routed on this host ({dst} dev {route.get('dev')}). "
-                "Pick another subnet_cidr in the spec, or remove that route."
+                "Pick another sandbox subnet (`groundup sandbox up --subnet CIDR`), or remove that route."
             )
 
 
 def ensure_bridge(subnet: IPv4Network, bridge: str = BRIDGE) -> IPv4Address:
     """The host bridge with the subnet's first address; returns that address."""
-    address = subnet.network_address + 1
+    address = bridge_address(subnet)
     if not link_exists(bridge):
         ip("link", "add", bridge, "type", "bridge")
     current = {a["local"] for link in _json("addr", "show", "dev", bridge) for a in link.get("addr_info", [])}
@@ -87,11 +93,11 @@ def ensure_bridge(subnet: IPv4Network, bridge: str = BRIDGE) -> IPv4Address:
     return address
 
 
-def ensure_node_network(short_name: str, address: IPv4Address, subnet: IPv4Network,
+def ensure_node_network(node_name: str, address: IPv4Address | str, subnet: IPv4Network,
                         bridge: str = BRIDGE) -> str:
     """A namespace whose eth0 has the node's address on the bridge; returns the namespace name."""
-    ns = namespace_name(short_name)
-    veth = veth_name(short_name)
+    ns = namespace_name(node_name)
+    veth = veth_name(address)
     if not namespace_exists(ns):
         ip("netns", "add", ns)
     if not link_exists(veth):
@@ -104,6 +110,32 @@ def ensure_node_network(short_name: str, address: IPv4Address, subnet: IPv4Netwo
     ip("-n", ns, "link", "set", "lo", "up")
     ip("-n", ns, "link", "set", "eth0", "up")
     return ns
+
+
+def remove_node_network(node_name: str, address: IPv4Address | str) -> None:
+    """Delete the node's veth and namespace (with every route in it)."""
+    veth = veth_name(address)
+    if link_exists(veth):
+        ip("link", "del", veth, check=False)
+    if namespace_exists(namespace_name(node_name)):
+        ip("netns", "del", namespace_name(node_name), check=False)
+
+
+def sandbox_routes(ns: str) -> set[tuple[str, str]]:
+    """The VPC routes the sandbox put in a namespace: (destination CIDR, gateway)."""
+    routes = set()
+    for route in _json("-n", ns, "route", "show", "proto", ROUTE_PROTO):
+        dst = route.get("dst", "")
+        routes.add((str(IPv4Network(dst if "/" in dst else f"{dst}/32")), route.get("gateway", "")))
+    return routes
+
+
+def add_route(ns: str, destination: str, via: str) -> None:
+    ip("-n", ns, "route", "replace", destination, "via", via, "dev", "eth0", "proto", ROUTE_PROTO)
+
+
+def delete_route(ns: str, destination: str, via: str) -> None:
+    ip("-n", ns, "route", "del", destination, "via", via, "proto", ROUTE_PROTO, check=False)
 
 
 def sandbox_namespaces() -> list[str]:

@@ -1,7 +1,9 @@
 """Sandbox nodes: an overlay of the base rootfs per node, a fresh host key, booted by systemd-nspawn.
 
 A node is the sandbox's stand-in for one EC2 instance: real systemd as PID 1 and a real sshd,
-listening on the instance's private IP inside the node's own network namespace.
+listening on the instance's private IP inside the node's own network namespace. A node is named
+after its private IP as EC2 names the instance's host (`ip-10-240-0-20`); its disk is the
+overlay's upper directory, discarded when the instance terminates.
 """
 
 from __future__ import annotations
@@ -26,23 +28,39 @@ SYSCALLS = "add_key keyctl request_key bpf"
 
 @dataclass
 class NodeRecord:
-    """What the sandbox knows about one running node."""
+    """What the sandbox knows about one node: the instance it plays and its process."""
 
-    short_name: str
-    role: str
+    name: str
     private_ip: str
-    hostname: str
+    instance_id: str
+    region: str
     namespace: str
     root: str
     host_key: str
+    state: str = "booting"
     pid: int | None = None
+    seen_at: float = 0.0
+    ready_at: float | None = None
+
+    @property
+    def hostname(self) -> str:
+        return self.name
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> NodeRecord:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
-def node_dir(state: Path, short_name: str) -> Path:
-    return state / "nodes" / short_name
+
+def node_name(private_ip: str) -> str:
+    """The host name EC2 gives an instance: `ip-` and its private IP with dashes."""
+    return "ip-" + str(private_ip).replace(".", "-")
+
+
+def node_dir(state: Path, name: str) -> Path:
+    return state / "nodes" / name
 
 
 def is_mounted(path: Path) -> bool:
@@ -59,9 +77,9 @@ def sandbox_mounts(state: Path) -> list[str]:
     return sorted({p for p in points if p.startswith(prefix)}, key=len, reverse=True)
 
 
-def prepare_overlay(state: Path, base: Path, short_name: str) -> Path:
+def prepare_overlay(state: Path, base: Path, name: str) -> Path:
     """Mount the node's overlay (lower = base rootfs) unless it is mounted; returns the merged dir."""
-    root = node_dir(state, short_name)
+    root = node_dir(state, name)
     for sub in ("upper", "work", "merged", "containerd"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     merged = root / "merged"
@@ -70,6 +88,19 @@ def prepare_overlay(state: Path, base: Path, short_name: str) -> Path:
         subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)],
                        check=True, capture_output=True, text=True)
     return merged
+
+
+def discard_disk(state: Path, name: str) -> None:
+    """Unmount the node's overlay and delete its disk (upper dir) and containerd directory."""
+    root = node_dir(state, name)
+    prefix = str(root.resolve()) + "/"
+    with open("/proc/self/mountinfo") as handle:
+        points = sorted({line.split()[4] for line in handle if line.split()[4].startswith(prefix)},
+                        key=len, reverse=True)
+    for point in points:
+        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def new_host_key() -> tuple[bytes, str]:
@@ -110,7 +141,7 @@ def nspawn_command(merged: Path, machine: str, namespace: str, containerd_dir: P
 
 def boot(state: Path, record: NodeRecord) -> int:
     """Start the node's systemd-nspawn in its own session; returns its pid."""
-    root = node_dir(state, record.short_name)
+    root = node_dir(state, record.name)
     log = open(root / "nspawn.log", "ab")
     process = subprocess.Popen(
         nspawn_command(Path(record.root), record.hostname, record.namespace, root / "containerd"),
@@ -142,6 +173,12 @@ def wait_for_ssh(address: str, port: int = 22, timeout: float = 60.0,
         if time.monotonic() - started > timeout:
             raise TimeoutError(f"no sshd answered on {address}:{port} within {timeout:.0f} s")
         time.sleep(0.2)
+
+
+def stop(pid: int | None, timeout: float = 20.0) -> None:
+    """Shut one node down (SIGTERM: systemd's clean shutdown), SIGKILL after `timeout`."""
+    if pid and pid_alive(pid):
+        stop_pids([pid], timeout=timeout)
 
 
 def nspawn_pids(state: Path) -> list[int]:
@@ -195,8 +232,12 @@ def remove_node_dirs(state: Path) -> None:
 
 
 def write_known_hosts(state: Path, nodes: list[NodeRecord]) -> None:
-    """Every node's public host key, keyed by private IP, in OpenSSH known_hosts format."""
-    lines = [f"{n.private_ip} {n.host_key}" for n in sorted(nodes, key=lambda n: n.short_name)]
+    """Every node's public host key, keyed by private IP, in OpenSSH known_hosts format.
+
+    For independent checks (tests, a user's own `ssh`): the flows read host keys from the console
+    output only, as on AWS.
+    """
+    lines = [f"{n.private_ip} {n.host_key}" for n in sorted(nodes, key=lambda n: n.name)]
     atomic_write(known_hosts_path(state), ("\n".join(lines) + "\n").encode())
 
 

@@ -1,4 +1,4 @@
-"""Host keys from EC2 console output and the sandbox record, and their pins in the store."""
+"""Host keys from EC2 console output only (on AWS and in the sandbox), and their pins in the store."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from groundup import hostkeys
 from groundup.hostkeys import (HostKeyPin, HostKeysUnavailable, load_pin, parse_console_host_keys,
-                               pin_path, resolve_host_keys, sandbox_host_keys)
+                               pin_path, resolve_host_keys)
 from sandbox.cloudinit import console_text
 
 ED = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGrcUbw6DyjPN7lmQWFsI8sXylbXR5JtyQzc157lbAAL"
@@ -78,18 +79,6 @@ def test_the_sandbox_console_is_parsed_like_a_real_one() -> None:
     assert parse_console_host_keys(console_text("ip-10-240-0-10", [ED])) == [ED]
 
 
-def test_sandbox_record_is_looked_up_by_private_ip(tmp_path: Path) -> None:
-    (tmp_path / "known_hosts").write_text(f"10.240.0.10 {ED}\n10.240.0.20 {OTHER_ED}\n")
-    assert sandbox_host_keys("10.240.0.20", tmp_path) == [OTHER_ED]
-    assert sandbox_host_keys("10.240.0.99", tmp_path) == []
-    assert sandbox_host_keys("10.240.0.10", tmp_path / "absent") == []
-
-
-def test_outside_the_sandbox_there_is_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GROUNDUP_SANDBOX_STATE", raising=False)
-    assert sandbox_host_keys("10.240.0.10") == []
-
-
 def test_keys_read_from_the_console_are_pinned_and_then_used_without_reading_again() -> None:
     store = MemoryStore()
     calls = []
@@ -121,14 +110,30 @@ def test_console_output_is_polled_until_cloud_init_prints_the_keys() -> None:
     assert pin.keys == (ECDSA, ED) and sleeps == [1.0, 2.0]
 
 
-def test_the_sandbox_record_is_used_when_the_console_has_no_keys(tmp_path: Path) -> None:
+def test_a_sandbox_known_hosts_file_is_never_a_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "known_hosts").write_text(f"10.240.0.21 {ED}\n")
-    pin = resolve_host_keys(MemoryStore(), "worker-1", "10.240.0.21", "i-2", lambda i: "no keys here",
-                            sandbox_state=tmp_path, sleep=lambda s: None)
-    assert pin.keys == (ED,) and pin.source == "sandbox-record"
+    monkeypatch.setenv("GROUNDUP_SANDBOX_STATE", str(tmp_path))
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(HostKeysUnavailable):
+        resolve_host_keys(MemoryStore(), "worker-1", "10.240.0.21", "i-2", lambda i: "no keys here", timeout=5,
+                          sleep=sleep, clock=lambda: now[0])
+    assert not hasattr(hostkeys, "sandbox_host_keys")
 
 
-def test_no_keys_anywhere_fails_with_what_to_do_after_the_timeout(tmp_path: Path) -> None:
+def test_a_relaunched_instance_meets_its_new_keys_through_the_console_not_a_changed_key_error() -> None:
+    store = MemoryStore()
+    consoles = {"i-old": console_text("ip-10-240-0-20", [OTHER_ED]), "i-new": console_text("ip-10-240-0-20", [ED])}
+    first = resolve_host_keys(store, "worker-0", "10.240.0.20", "i-old", consoles.get, sleep=lambda s: None)
+    second = resolve_host_keys(store, "worker-0", "10.240.0.20", "i-new", consoles.get, sleep=lambda s: None)
+    assert first.keys == (OTHER_ED,) and second.keys == (ED,)
+    assert load_pin(store, "worker-0") == second and second.source == "console-output"
+
+
+def test_no_keys_in_the_console_fails_with_what_to_do_after_the_timeout() -> None:
     now = [0.0]
 
     def sleep(seconds: float) -> None:
@@ -136,5 +141,5 @@ def test_no_keys_anywhere_fails_with_what_to_do_after_the_timeout(tmp_path: Path
 
     with pytest.raises(HostKeysUnavailable, match="no host keys for worker-2.*Wait for cloud-init"):
         resolve_host_keys(MemoryStore(), "worker-2", "10.240.0.22", "i-3", lambda i: "", timeout=30,
-                          sleep=sleep, clock=lambda: now[0], sandbox_state=tmp_path)
+                          sleep=sleep, clock=lambda: now[0])
     assert 20 <= now[0] <= 30

@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 
 from groundup.hostkeys import parse_console_host_keys
-from sandbox import lifecycle, netns, nodes, rootfs
-from sandbox.cloudinit import CloudInit
-from sandbox.state import write_record
+from sandbox import cloudinit, controller, lifecycle, netns, nodes, rootfs, routes
 
 
 def test_rootfs_sources_come_from_the_hosts_apt_config(tmp_path: Path) -> None:
@@ -45,6 +43,11 @@ def test_the_rootfs_stamp_changes_with_the_package_list() -> None:
     assert {"systemd", "openssh-server", "python3"} <= set(rootfs.BASE_PACKAGES)
 
 
+def test_nodes_get_what_the_bootstrap_and_placeholders_run_on() -> None:
+    assert {"python3-cryptography", "python3-yaml", "iptables", "ca-certificates", "libseccomp2",
+            "kmod"} <= set(rootfs.BASE_PACKAGES)
+
+
 def test_customize_leaves_no_host_keys_and_keys_only_sshd(tmp_path: Path) -> None:
     for sub in ("etc/ssh", "var/lib/dbus", "root"):
         (tmp_path / sub).mkdir(parents=True)
@@ -57,10 +60,11 @@ def test_customize_leaves_no_host_keys_and_keys_only_sshd(tmp_path: Path) -> Non
     assert "PasswordAuthentication no" in (tmp_path / "etc/ssh/sshd_config.d/groundup.conf").read_text()
 
 
-def test_interface_names_fit_the_kernel_limit() -> None:
-    assert netns.veth_name("master-0") == "vgu-m0"
-    assert netns.veth_name("worker-199") == "vgu-w199"
-    assert netns.namespace_name("worker-2") == "gu-worker-2"
+def test_interface_names_fit_the_kernel_limit_and_differ_per_address() -> None:
+    names = {netns.veth_name(f"10.240.{i}.{j}") for i in (0, 255) for j in range(256)}
+    assert len(names) == 512 and max(map(len, names)) <= 15
+    assert netns.veth_name("10.240.0.20") == "vgu-0af00014"
+    assert netns.namespace_name(nodes.node_name("10.240.0.22")) == "gu-ip-10-240-0-22"
 
 
 def test_a_subnet_the_host_already_uses_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,20 +113,10 @@ def test_the_env_file_round_trips(tmp_path: Path) -> None:
 
 
 class FakeEC2:
-    """The EC2 calls the cloud-init agent makes, answered from memory."""
+    """Stands in for moto in the cloud-init calls (key pair and user-data)."""
 
-    def __init__(self, instances: list[dict], public_key: str) -> None:
-        self.instances = instances
+    def __init__(self, public_key: str) -> None:
         self.public_key = public_key
-
-    def get_paginator(self, name: str):
-        fake = self
-
-        class Paginator:
-            def paginate(self, **kwargs):
-                return [{"Reservations": [{"Instances": fake.instances}]}]
-
-        return Paginator()
 
     def describe_key_pairs(self, KeyNames, IncludePublicKey):
         assert IncludePublicKey
@@ -132,27 +126,141 @@ class FakeEC2:
         return {"UserData": {"Value": base64.b64encode(b"name=worker-0|pod-cidr=10.200.0.0/24").decode()}}
 
 
-def test_cloud_init_installs_the_key_pair_and_prints_host_keys_for_claimed_nodes(tmp_path: Path) -> None:
-    root = tmp_path / "nodes/worker-0/merged"
+def test_cloud_init_seeds_the_key_pair_and_user_data_and_prints_host_keys(tmp_path: Path) -> None:
+    root = tmp_path / "nodes/ip-10-240-0-20/merged"
     (root / "root").mkdir(parents=True)
     host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGrcUbw6DyjPN7lmQWFsI8sXylbXR5JtyQzc157lbAAL"
-    write_record(tmp_path, {"nodes": [{"short_name": "worker-0", "private_ip": "10.240.0.20",
-                                       "hostname": "ip-10-240-0-20", "root": str(root), "host_key": host_key}]})
-    launched = datetime(2025, 1, 15, tzinfo=timezone.utc)
-    instances = [
-        {"InstanceId": "i-1", "PrivateIpAddress": "10.240.0.20", "KeyName": "cluster", "LaunchTime": launched},
-        {"InstanceId": "i-2", "PrivateIpAddress": "172.31.0.20", "KeyName": "cluster", "LaunchTime": launched},
-    ]
-    ec2 = FakeEC2(instances, "ssh-rsa AAAAB3NzaC1yc2E cluster")
-    agent = CloudInit(tmp_path, ec2=ec2)
-    assert agent.sync() == {"10.240.0.20": "i-1"}
+    ec2 = FakeEC2("ssh-rsa AAAAB3NzaC1yc2E cluster")
+    cloudinit.seed(root, "i-1", cloudinit.public_key(ec2, "cluster"), cloudinit.user_data(ec2, "i-1"))
     authorized = root / "root/.ssh/authorized_keys"
     assert authorized.read_text() == "ssh-rsa AAAAB3NzaC1yc2E cluster\n"
     assert authorized.stat().st_mode & 0o777 == 0o600
-    assert parse_console_host_keys((tmp_path / "console/i-1").read_text()) == [host_key]
     assert (root / "var/lib/cloud/instance/user-data.txt").read_text() == "name=worker-0|pod-cidr=10.200.0.0/24"
-    assert json.loads((tmp_path / "instances.json").read_text()) == {"10.240.0.20": "i-1"}
+    assert (root / "var/lib/cloud/data/instance-id").read_text() == "i-1\n"
+    console = cloudinit.write_console(tmp_path, "i-1", "ip-10-240-0-20", [host_key])
+    assert console == tmp_path / "console/i-1"
+    assert parse_console_host_keys(console.read_text()) == [host_key]
+    cloudinit.seed(root, "i-1", cloudinit.public_key(ec2, None), b"")
+    assert not authorized.exists(), "an instance launched without a key pair accepts no key"
 
-    ec2.instances = []
-    assert agent.sync() == {}
-    assert not authorized.exists(), "a node no instance claims must not accept the cluster key"
+
+SUBNET = IPv4Network("10.240.0.0/24")
+T0 = datetime(2025, 1, 15, tzinfo=timezone.utc)
+
+
+def _instance(instance_id: str, ip: str, state: str = "running", launched: int = 0, check: bool = False,
+              subnet: str = "subnet-1") -> dict:
+    return {"InstanceId": instance_id, "PrivateIpAddress": ip, "State": {"Name": state}, "Region": "us-east-2",
+            "LaunchTime": T0.replace(minute=launched), "SourceDestCheck": check, "SubnetId": subnet,
+            "VpcId": "vpc-1", "NetworkInterfaces": [{"NetworkInterfaceId": "eni-" + instance_id[2:]}]}
+
+
+def _node(ip: str, instance_id: str, state: str = "running") -> nodes.NodeRecord:
+    return nodes.NodeRecord(name=nodes.node_name(ip), private_ip=ip, instance_id=instance_id, region="us-east-2",
+                            namespace="gu-" + nodes.node_name(ip), root="/x", host_key="k", state=state)
+
+
+def test_the_newest_live_instance_at_an_address_claims_its_node() -> None:
+    wanted, ignored = controller.claims([
+        _instance("i-old", "10.240.0.20", "terminated", launched=1),
+        _instance("i-a", "10.240.0.20", "running", launched=2),
+        _instance("i-b", "10.240.0.20", "pending", launched=3),
+        _instance("i-other", "172.31.0.20"),
+        _instance("i-reserved", "10.240.0.2"),
+        _instance("i-stopped", "10.240.0.21", "stopped"),
+    ], SUBNET)
+    assert {ip: i["InstanceId"] for ip, i in wanted.items()} == {"10.240.0.20": "i-b", "10.240.0.21": "i-stopped"}
+    assert "AWS reserves them" in ignored["i-reserved"] and "i-b is newer" in ignored["i-a"]
+    assert "i-old" not in ignored and "i-other" not in ignored
+
+
+def test_instances_drive_boot_stop_start_and_terminate() -> None:
+    have = {"10.240.0.20": _node("10.240.0.20", "i-1"), "10.240.0.21": _node("10.240.0.21", "i-2"),
+            "10.240.0.22": _node("10.240.0.22", "i-3", state="stopped"),
+            "10.240.0.23": _node("10.240.0.23", "i-4")}
+    wanted = {"10.240.0.20": _instance("i-1", "10.240.0.20", "stopped"),
+              "10.240.0.22": _instance("i-3", "10.240.0.22", "pending"),
+              "10.240.0.23": _instance("i-5", "10.240.0.23", "running"),
+              "10.240.0.24": _instance("i-6", "10.240.0.24", "running"),
+              "10.240.0.25": _instance("i-7", "10.240.0.25", "stopped")}
+    actions, waiting = controller.plan_nodes(wanted, have, capacity=10)
+    assert sorted((a.kind, a.ip) for a in actions) == [
+        ("boot", "10.240.0.24"), ("start", "10.240.0.22"), ("stop", "10.240.0.20"),
+        ("terminate", "10.240.0.21"), ("terminate", "10.240.0.23")]
+    assert "still shutting down" in waiting["i-5"], "a relaunch at the same IP waits for the old disk to go"
+
+
+def test_no_more_nodes_than_the_machine_holds() -> None:
+    have = {"10.240.0.20": _node("10.240.0.20", "i-1")}
+    wanted = {"10.240.0.20": _instance("i-1", "10.240.0.20"), "10.240.0.21": _instance("i-2", "10.240.0.21"),
+              "10.240.0.22": _instance("i-3", "10.240.0.22")}
+    actions, waiting = controller.plan_nodes(wanted, have, capacity=2)
+    assert [(a.kind, a.ip) for a in actions] == [("boot", "10.240.0.21")]
+    assert "holds 2 nodes" in waiting["i-3"]
+
+
+def test_machine_capacity_follows_available_memory(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 4000000 kB\nMemAvailable:    2097152 kB\n")
+    assert controller.machine_capacity(meminfo) == 2048 // controller.MB_PER_NODE
+    meminfo.write_text("MemAvailable: 999999999 kB\n")
+    assert controller.machine_capacity(meminfo) == controller.MAX_NODES
+
+
+def _tables(*routes: dict, main: bool = True) -> list[dict]:
+    return [{"RouteTableId": "rtb-1", "VpcId": "vpc-1",
+             "Associations": [{"Main": True}] if main else [{"SubnetId": "subnet-1"}],
+             "Routes": [{"DestinationCidrBlock": "10.240.0.0/16", "GatewayId": "local"}, *routes]}]
+
+
+def test_a_route_to_a_node_goes_on_every_other_node() -> None:
+    instances = [_instance("i-1", "10.240.0.20"), _instance("i-2", "10.240.0.21"), _instance("i-3", "10.240.0.22")]
+    tables = _tables({"DestinationCidrBlock": "10.200.0.0/24", "InstanceId": "i-1"},
+                     {"DestinationCidrBlock": "10.200.1.0/24", "NetworkInterfaceId": "eni-2"},
+                     {"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": "igw-1"}, main=False)
+    plan = routes.plan(tables, instances, ["10.240.0.20", "10.240.0.21", "10.240.0.22"], SUBNET)
+    via_1, via_2 = routes.Route("10.200.0.0/24", "10.240.0.20"), routes.Route("10.200.1.0/24", "10.240.0.21")
+    assert plan.routes == {"10.240.0.20": {via_2}, "10.240.0.21": {via_1}, "10.240.0.22": {via_1, via_2}}
+    assert plan.left_out == {}
+
+
+def test_a_route_to_an_instance_with_source_dest_check_on_is_left_out_with_why() -> None:
+    instances = [_instance("i-1", "10.240.0.20", check=True), _instance("i-2", "10.240.0.21")]
+    plan = routes.plan(_tables({"DestinationCidrBlock": "10.200.0.0/24", "InstanceId": "i-1"}),
+                       instances, ["10.240.0.20", "10.240.0.21"], SUBNET)
+    assert plan.routes == {"10.240.0.20": set(), "10.240.0.21": set()}
+    (reason,) = plan.left_out.values()
+    assert "i-1 (10.240.0.20) has its source/destination check on" in reason and "--no-source-dest-check" in reason
+
+
+def test_routes_only_for_nodes_in_subnets_the_table_applies_to() -> None:
+    instances = [_instance("i-1", "10.240.0.20"), _instance("i-2", "10.240.0.21", subnet="subnet-2")]
+    tables = _tables({"DestinationCidrBlock": "10.200.0.0/24", "InstanceId": "i-1"}, main=False)
+    plan = routes.plan(tables, instances, ["10.240.0.20", "10.240.0.21"], SUBNET)
+    assert plan.routes == {"10.240.0.20": set(), "10.240.0.21": set()}
+
+
+def test_applying_a_plan_adds_and_removes_only_the_difference() -> None:
+    namespaces = {"10.240.0.20": {("10.200.5.0/24", "10.240.0.29"), ("10.200.1.0/24", "10.240.0.21")}}
+    calls = []
+
+    def add(ns, destination, via):  # stands in for `ip route replace` in a namespace
+        calls.append(("add", ns, destination, via))
+
+    def delete(ns, destination, via):  # stands in for `ip route del` in a namespace
+        calls.append(("del", ns, destination, via))
+
+    plan = routes.RoutePlan(routes={"10.240.0.20": {routes.Route("10.200.1.0/24", "10.240.0.21"),
+                                                   routes.Route("10.200.2.0/24", "10.240.0.22")}})
+    changes = routes.apply(plan, {"10.240.0.20": "gu-a"}, current=lambda ns: namespaces["10.240.0.20"],
+                           add=add, delete=delete)
+    assert calls == [("del", "gu-a", "10.200.5.0/24", "10.240.0.29"), ("add", "gu-a", "10.200.2.0/24", "10.240.0.22")]
+    assert len(changes.added) == 1 and len(changes.removed) == 1
+
+
+def test_node_records_round_trip_through_the_controller_file(tmp_path: Path) -> None:
+    node = _node("10.240.0.20", "i-1")
+    node.pid, node.seen_at, node.ready_at = 42, 1.0, 2.5
+    controller.nodes_path(tmp_path).write_text(json.dumps({"10.240.0.20": node.to_dict()}))
+    assert controller.read_nodes(tmp_path) == {"10.240.0.20": node}
+    assert node.hostname == "ip-10-240-0-20"
