@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from groundup.hostkeys import resolve_host_keys
-from groundup.spec import ClusterSpec, Node, Role
+from groundup.spec import ClusterSpec, Node
 from groundup.ssh import NodeSession, RemoteFile, Target, connect
 
 STATE_DIR = "/var/lib/groundup"
@@ -133,12 +133,9 @@ class NodeBootstrapper:
     def place_files(self) -> list[str]:
         files = [RemoteFile(f.path, f.data, f.mode) for f in self.plan.files]
         report = self.session.sync(files)
-        for path, mode in self.plan_dirs():
-            self.run(f"mkdir -p {shlex.quote(path)} && chmod {mode:o} {shlex.quote(path)}")
+        for d in self.plan.dirs:
+            self.run(f"mkdir -p {shlex.quote(d.path)} && chmod {d.mode:o} {shlex.quote(d.path)}")
         return report.uploaded + report.fixed
-
-    def plan_dirs(self) -> list[tuple[str, int]]:
-        return [(d.path, d.mode) if hasattr(d, "path") else (d[0], d[1]) for d in getattr(self.plan, "dirs", [])]
 
     def digests(self, paths: set[str]) -> dict[str, str]:
         if not paths:
@@ -178,7 +175,6 @@ class NodeBootstrapper:
         if any(p.endswith((".service", ".conf")) and p.startswith(("/etc/systemd/", "/lib/systemd/"))
                for p in changed_files):
             self.run("systemctl daemon-reload")
-        self.apply_kernel_settings()
         digests = self.digests({p for paths in inputs.values() for p in paths})
         record = self.recorded()
         start = units_to_start(units, inputs, digests, record, self.active(units))
@@ -190,13 +186,6 @@ class NodeBootstrapper:
             record[unit] = inputs_digest(inputs[unit], digests)
             self.save_record(record)
         return start, [u for u in units if u not in start]
-
-    def apply_kernel_settings(self) -> None:
-        """Modules and sysctls from the rendered files, where the kernel lets this node change them."""
-        if self.node.role is not Role.worker:
-            return
-        self.run("swapoff -a 2>/dev/null; modprobe br_netfilter 2>/dev/null; "
-                 "sysctl --system >/dev/null 2>&1; sysctl -w net.ipv4.ip_forward=1 >/dev/null 2>&1; true")
 
     def wait_unit(self, unit: str) -> None:
         timeout = ETCD_QUORUM_TIMEOUT if unit == "etcd" else UNIT_TIMEOUT

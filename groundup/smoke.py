@@ -129,12 +129,12 @@ def parse_unit_show(output: str) -> dict[str, dict[str, str]]:
 
 
 def judge_units(node: Node, wanted: list[str], shown: dict[str, dict[str, str]]) -> list[str]:
-    """Problems with the node's units: not active/running, or restarted by systemd."""
+    """Problems with the node's units: not active (running, or exited for a oneshot), or restarted by systemd."""
     problems = []
     for unit in wanted:
         fields = shown.get(unit, {})
         state = f"{fields.get('ActiveState', '?')}/{fields.get('SubState', '?')}"
-        if state != "active/running":
+        if state not in ("active/running", "active/exited"):
             problems.append(f"{node.short_name}: {unit} is {state}")
         elif fields.get("NRestarts", "0") not in ("0", ""):
             problems.append(f"{node.short_name}: {unit} restarted {fields['NRestarts']} times")
