@@ -137,9 +137,13 @@ def _status(args, state: Path) -> int:
     mirror = info.get("mirror") or {}
     print(f"mirror {mirror.get('url')} ({'running' if mirror.get('running') else 'STOPPED'}):")
     contents = mirror.get("contents") or {}
-    for name, entry in sorted(contents.items()):
-        versions = entry.get("versions", entry) if isinstance(entry, dict) else entry
-        print(f"  {name}: {versions if not isinstance(versions, dict) else ', '.join(versions)}")
+    if "error" in contents:
+        print(f"  {contents['error']}")
+    for name, versions in contents.get("artifacts", {}).items():
+        sources = "; ".join(sorted({contents["sources"].get(f"{name} {v}", "") for v in versions} - {""}))
+        print(f"  {name:<24} {', '.join(versions):<10} {sources}")
+    if contents.get("missing"):
+        print(f"  MISSING files: {', '.join(contents['missing'])}")
     for name in ("moto", "prefect", "worker", "controller"):
         entry = info[name]
         if entry.get("pid") is None:

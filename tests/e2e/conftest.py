@@ -1,7 +1,9 @@
 """Sandbox fixtures: bring the sandbox up once per session (or reuse a running one) and down at the end.
 
-Flows run in subprocesses with the sandbox's env file, exactly as `make demo` runs them; the
-checks here talk to the nodes with OpenSSH's client, independently of the code under test.
+Nodes exist only for instances launched in moto (the sandbox's controller boots them), so tests
+that need the cluster's nodes build it first. Flows run in subprocesses with the sandbox's env
+file, exactly as `make demo` runs them; the checks here talk to the nodes with OpenSSH's client,
+independently of the code under test.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from groundup.spec import load_spec
 from sandbox import lifecycle
+from sandbox.controller import read_nodes
 from sandbox.state import read_record, state_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,13 +59,22 @@ class Sandbox:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "GROUNDUP_"))}
         return {**env, **lifecycle.read_env_file(self.state)}
 
-    def node(self, short_name: str) -> dict:
-        return next(n for n in self.record["nodes"] if n["short_name"] == short_name)
+    def nodes(self) -> dict[str, dict]:
+        """The controller's nodes by private IP."""
+        return {ip: n.to_dict() for ip, n in read_nodes(self.state).items()}
 
-    def node_exec(self, short_name: str, *argv: str) -> subprocess.CompletedProcess:
+    def node(self, short_name_or_ip: str) -> dict:
+        """The node playing a spec node's instance (clusters/sandbox.yaml), or the node at an IP."""
+        ip = short_name_or_ip
+        for node in load_spec(SPEC).nodes:
+            if node.short_name == short_name_or_ip:
+                ip = str(node.private_ip)
+        return self.nodes()[ip]
+
+    def node_exec(self, short_name_or_ip: str, *argv: str) -> subprocess.CompletedProcess:
         from sandbox.nodes import node_exec
 
-        return node_exec(self.node(short_name)["pid"], list(argv))
+        return node_exec(self.node(short_name_or_ip)["pid"], list(argv))
 
     def groundup(self, *args: str, timeout: float = 600, extra_env: dict | None = None) -> subprocess.CompletedProcess:
         """`groundup sandbox ...` in a subprocess with the sandbox's environment."""
@@ -74,10 +87,10 @@ class Sandbox:
 def sandbox():
     state = state_dir()
     healthy = lifecycle.status(state)
-    running = bool(healthy["cluster"]) and all(n["running"] and n["sshd"] for n in healthy["nodes"]) \
-        and healthy["moto"]["running"] and healthy["prefect"]["running"]
+    running = healthy["up"] and healthy["moto"]["running"] and healthy["prefect"]["running"] \
+        and healthy["controller"]["running"] and healthy["mirror"]["running"]
     if not running:
-        lifecycle.up(SPEC, state)
+        lifecycle.up(state)
     yield Sandbox(state)
     if not running:
         left = lifecycle.down(state)

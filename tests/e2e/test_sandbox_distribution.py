@@ -16,6 +16,7 @@ import paramiko
 import pytest
 
 from groundup.distribution import remote_dirs
+from groundup.spec import load_spec
 from groundup.ssh import parse_public_key
 from tests.e2e.conftest import REPO, SPEC, Sandbox
 
@@ -45,8 +46,14 @@ def built(sandbox: Sandbox, tmp_path_factory) -> Path:
     return out
 
 
+def _cluster_nodes(sandbox: Sandbox) -> list[dict]:
+    """The spec's nodes with the sandbox node playing each one's instance."""
+    return [{**sandbox.node(n.short_name), "short_name": n.short_name, "role": n.role.value}
+            for n in load_spec(SPEC).nodes]
+
+
 def _ssh(sandbox: Sandbox, inspect: Path, address: str, command: str) -> subprocess.CompletedProcess:
-    """OpenSSH's client, strict host key checking against the sandbox's record."""
+    """OpenSSH's client, strict host key checking against the sandbox's own known_hosts (not the product's pins)."""
     return subprocess.run(
         ["ssh", "-i", str(inspect / "id_rsa"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
          "-o", f"UserKnownHostsFile={sandbox.state / 'known_hosts'}", "-o", "ConnectTimeout=10",
@@ -68,11 +75,20 @@ def _remote_files(sandbox: Sandbox, inspect: Path, address: str) -> dict[str, li
     return files
 
 
-def test_every_node_runs_systemd_and_sshd_presents_the_recorded_host_key(sandbox: Sandbox) -> None:
-    nodes = sandbox.record["nodes"]
+def test_every_instance_booted_a_node_whose_sshd_presents_the_key_of_its_console_output(
+        sandbox: Sandbox, built: Path) -> None:
+    import boto3
+
+    from groundup.hostkeys import parse_console_host_keys
+
+    nodes = _cluster_nodes(sandbox)
     assert len(nodes) == 6
+    ec2 = boto3.client("ec2", endpoint_url=sandbox.env["AWS_ENDPOINT_URL"], region_name=sandbox.env["AWS_DEFAULT_REGION"],
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
     for node in nodes:
         presented = _presented_host_key(node["private_ip"])
+        console = ec2.get_console_output(InstanceId=node["instance_id"])["Output"]
+        assert [presented] == [parse_public_key(k) for k in parse_console_host_keys(console)], node["short_name"]
         assert presented == parse_public_key(node["host_key"]), node["short_name"]
         assert sandbox.node_exec(node["short_name"], "systemctl", "is-system-running").stdout.strip() in (
             "running", "degraded")
@@ -80,7 +96,7 @@ def test_every_node_runs_systemd_and_sshd_presents_the_recorded_host_key(sandbox
 
 def test_every_node_has_exactly_its_role_files_with_modes_and_checksums(sandbox: Sandbox, built: Path) -> None:
     expected = json.loads((built / "expected.json").read_text())
-    for node in sandbox.record["nodes"]:
+    for node in _cluster_nodes(sandbox):
         actual = _remote_files(sandbox, built, node["private_ip"])
         want = expected[node["short_name"]]
         assert sorted(actual) == sorted(want), node["short_name"]
@@ -88,18 +104,18 @@ def test_every_node_has_exactly_its_role_files_with_modes_and_checksums(sandbox:
             assert actual[path][:4] == [mode, "root", "root", digest], (node["short_name"], path)
             if path.endswith(("-key.pem", "kubeconfig", ".kubeconfig", "encryption-config.yaml")):
                 assert mode == 0o600, path
-    masters = {n["short_name"]: n for n in sandbox.record["nodes"] if n["role"] == "master"}
+    masters = {n["short_name"]: n for n in _cluster_nodes(sandbox) if n["role"] == "master"}
     assert "/var/lib/kubernetes/encryption-config.yaml" in expected["master-0"]
     assert "/var/lib/kubelet/kubeconfig" in expected["worker-0"] and len(masters) == 3
 
 
 def test_a_rerun_uploads_nothing(sandbox: Sandbox, built: Path) -> None:
-    before = {n["short_name"]: _remote_files(sandbox, built, n["private_ip"]) for n in sandbox.record["nodes"]}
+    before = {n["short_name"]: _remote_files(sandbox, built, n["private_ip"]) for n in _cluster_nodes(sandbox)}
     result = sandbox.groundup("demo", "--in-process", str(SPEC), "--phases", "distribute")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert output.count(" 0 uploaded, 0 fixed") == 6, output[-3000:]
-    after = {n["short_name"]: _remote_files(sandbox, built, n["private_ip"]) for n in sandbox.record["nodes"]}
+    after = {n["short_name"]: _remote_files(sandbox, built, n["private_ip"]) for n in _cluster_nodes(sandbox)}
     assert after == before
 
 
