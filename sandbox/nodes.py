@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sandbox.state import atomic_write, known_hosts_path, pid_alive
 
 NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+"""PID 1 here is not systemd (unified hierarchy); /proc/sys/net writable, as it is the node's own
+namespace (the bootstrap sets net.ipv4.ip_forward), the rest of /proc/sys stays read-only."""
 SYSCALLS = "add_key keyctl request_key bpf"
 
 

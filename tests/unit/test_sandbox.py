@@ -91,7 +91,7 @@ def test_nspawn_is_invoked_with_the_measured_flags(tmp_path: Path) -> None:
                  "--system-call-filter=add_key keyctl request_key bpf",
                  f"--bind={tmp_path / 'containerd'}:/var/lib/containerd"):
         assert flag in argv
-    assert nodes.NSPAWN_ENV == {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+    assert nodes.NSPAWN_ENV == {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
 
 
 def test_each_node_gets_its_own_host_key_once(tmp_path: Path) -> None:
