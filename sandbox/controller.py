@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from sandbox import cloudinit, netns, nodes, rootfs, routes
+from sandbox import cloudinit, hostsfile, netns, nodes, rootfs, routes
 from sandbox.state import atomic_write, pid_alive, read_record
 
 log = logging.getLogger("groundup.sandbox.controller")
@@ -37,6 +37,7 @@ LIVE = ("pending", "running")
 KEPT = ("stopping", "stopped")
 MB_PER_NODE = 256
 MAX_NODES = 64
+HOST_HOSTS = Path("/etc/hosts")
 
 
 def nodes_path(state: Path) -> Path:
@@ -206,6 +207,7 @@ class Controller:
         self._routes(instances)
         if self.load_balancers is not None:
             self.load_balancers(instances)
+        self._hosts_blocks()
         self.save()
 
     def _notice_shutdowns(self, wanted: dict[str, dict]) -> None:
@@ -313,6 +315,20 @@ class Controller:
             log.info("route %s via %s added on %s", route.destination, route.via, ip)
         for ip, route in changes.removed:
             log.info("route %s via %s removed on %s", route.destination, route.via, ip)
+
+    def _hosts_blocks(self) -> None:
+        """Every node's /etc/hosts carries the host's load-balancer block (NLB names), nothing else of it."""
+        entries = hostsfile.read_block(HOST_HOSTS.read_text()) if HOST_HOSTS.exists() else {}
+        with self.lock:
+            roots = [Path(n.root) for n in self.nodes.values() if n.state in ("booting", "running")]
+        for root in roots:
+            target = root / "etc/hosts"
+            if not target.parent.is_dir():
+                continue
+            if entries:
+                hostsfile.write_block(target, entries)
+            elif hostsfile.has_block(target):
+                hostsfile.remove_from(target)
 
     def save(self) -> None:
         with self.lock:

@@ -350,20 +350,24 @@ def down(state: Path, purge: bool = False, out=print) -> dict[str, list]:
     return leftovers_report(state)
 
 
+HOST_HOSTS = Path("/etc/hosts")
+
+
 def _remove_load_balancers(state: Path) -> None:
-    """HAProxy and the NLB hosts blocks (host and nodes), through sandbox.loadbalancer once it exists."""
+    """HAProxy (sandbox.loadbalancer, once it exists) and the NLB names' block in the host's /etc/hosts."""
+    from sandbox import hostsfile
+
     try:
         from sandbox import loadbalancer  # noqa: F401
     except ImportError:
-        return
+        pass
+    hostsfile.remove_from(HOST_HOSTS)
 
 
-def _hosts_leftovers(state: Path) -> list[str]:
-    try:
-        from sandbox import loadbalancer  # noqa: F401
-    except ImportError:
-        return []
-    return []
+def _hosts_leftovers() -> list[str]:
+    from sandbox import hostsfile
+
+    return [str(HOST_HOSTS)] if hostsfile.has_block(HOST_HOSTS) else []
 
 
 def leftovers_report(state: Path) -> dict[str, list]:
@@ -373,7 +377,7 @@ def leftovers_report(state: Path) -> dict[str, list]:
         "mounts": nodes.sandbox_mounts(state),
         "namespaces": netns.sandbox_namespaces(),
         "links": netns.sandbox_links(),
-        "hosts": _hosts_leftovers(state),
+        "hosts": _hosts_leftovers(),
     }
 
 

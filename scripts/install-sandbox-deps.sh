@@ -4,7 +4,7 @@
 set -euo pipefail
 packages=(
   systemd-container mmdebstrap iproute2 openssh-client openssh-server
-  etcd-server etcd-client containerd runc containernetworking-plugins busybox-static haproxy
+  etcd-server etcd-client containerd runc containernetworking-plugins busybox-static haproxy curl
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -10,6 +10,7 @@ import time
 import httpx
 import yaml
 
+from sandbox.cli import DEMO_PHASES
 from tests.e2e.conftest import REPO, SPEC, Sandbox
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -53,7 +54,7 @@ def test_retry_from_the_ui_reruns_only_the_failed_node(sandbox: Sandbox) -> None
     assert stopped.returncode == 0, stopped.stderr
     try:
         run = api.post(f"/deployments/{deployment['id']}/create_flow_run",
-                       json={"parameters": {"spec": spec}}).raise_for_status().json()
+                       json={"parameters": {"spec": spec, "phases": DEMO_PHASES}}).raise_for_status().json()
         first = _wait_terminal(api, run["id"])
         assert first["state_type"] == "FAILED", first["state"]
         assert "worker-1" in first["state"]["message"]

@@ -291,3 +291,30 @@ def test_the_sandboxs_moto_frees_a_terminated_instances_ip_for_a_relaunch(monkey
             launch()
         ec2.terminate_instances(InstanceIds=[first])
         assert launch() != first
+
+
+def test_every_running_node_carries_the_hosts_load_balancer_block(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox import hostsfile
+    from sandbox.state import write_record
+
+    host = tmp_path / "host-hosts"
+    host.write_text("127.0.0.1 localhost\n")
+    monkeypatch.setattr(controller, "HOST_HOSTS", host)
+    write_record(tmp_path, {"subnet": "10.240.0.0/24", "max_nodes": 4})
+    running, stopped = _node("10.240.0.20", "i-1"), _node("10.240.0.21", "i-2", state="stopped")
+    for node in (running, stopped):
+        node.root = str(tmp_path / node.name)
+        (tmp_path / node.name / "etc").mkdir(parents=True)
+        (tmp_path / node.name / "etc/hosts").write_text(f"{node.private_ip} {node.name}\n")
+    agent = controller.Controller(tmp_path, ec2_clients={})
+    agent.nodes = {running.private_ip: running, stopped.private_ip: stopped}
+    hostsfile.write_block(host, {"api.elb.amazonaws.com": "10.240.0.250"})
+    agent._hosts_blocks()
+    node_hosts = tmp_path / running.name / "etc/hosts"
+    assert hostsfile.read_block(node_hosts.read_text()) == {"api.elb.amazonaws.com": "10.240.0.250"}
+    assert node_hosts.read_text().startswith("10.240.0.20 ip-10-240-0-20\n")
+    assert not hostsfile.has_block(tmp_path / stopped.name / "etc/hosts")
+    hostsfile.remove_from(host)
+    agent._hosts_blocks()
+    assert node_hosts.read_text() == "10.240.0.20 ip-10-240-0-20\n"
