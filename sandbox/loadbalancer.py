@@ -144,15 +144,23 @@ class BridgeAddresses:
         prefix = ["ip", "-n", self.netns] if self.netns else ["ip"]
         return subprocess.run([*prefix, *args], capture_output=True, text=True)
 
+    def _has(self, address: str) -> bool:
+        shown = self._ip("-4", "-o", "addr", "show", "dev", self.device)
+        return shown.returncode == 0 and f" {address}/32 " in shown.stdout
+
     def claim(self, address: str) -> None:
+        if self._has(address):
+            return
         result = self._ip("-4", "addr", "add", f"{address}/32", "dev", self.device)
-        if result.returncode != 0 and "File exists" not in result.stderr:
+        if result.returncode != 0:
             raise RuntimeError(f"cannot add {address} to {self.device}: {result.stderr.strip()}; "
                                f"is the sandbox bridge up?")
 
     def release(self, address: str) -> None:
+        if not self._has(address):
+            return
         result = self._ip("-4", "addr", "del", f"{address}/32", "dev", self.device)
-        if result.returncode != 0 and "Cannot assign" not in result.stderr and "Cannot find device" not in result.stderr:
+        if result.returncode != 0:
             raise RuntimeError(f"cannot remove {address} from {self.device}: {result.stderr.strip()}")
 
 

@@ -7,6 +7,8 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import socketserver
 import tempfile
 import threading
@@ -19,7 +21,7 @@ import pytest
 
 from sandbox import hostsfile
 from sandbox.lifecycle import OWNER_ENV
-from sandbox.loadbalancer import HealthCheckLimits, LoadBalancers, sandbox_address_pool
+from sandbox.loadbalancer import BridgeAddresses, HealthCheckLimits, LoadBalancers, sandbox_address_pool
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs Debian's haproxy")]
@@ -277,6 +279,7 @@ def test_a_new_listener_reloads_haproxy_without_dropping_connections_or_health(l
     second_port = _free_port(LB_ADDRESSES)
     nlb.add_listener(second_port)
     status = lbs.sync(nlb.elbv2)
+    print(f"\nsync with reload {status['sync_seconds']:.3f} s")
     assert any("reloaded" in change for change in status["changes"])
     (lb,) = status["load_balancers"]
     assert lb["pid"] == pid
@@ -347,3 +350,29 @@ def test_an_nlb_without_a_free_address_is_reported_and_others_are_served(lbs, nl
 
 def test_sandbox_addresses_count_down_from_250():
     assert sandbox_address_pool(count=3) == ["10.240.0.250", "10.240.0.249", "10.240.0.248"]
+
+
+BRIDGE_SCRIPT = """
+import subprocess
+from sandbox.loadbalancer import BridgeAddresses
+subprocess.run(["ip", "link", "add", "lbt0", "type", "bridge"], check=True)
+bridge = BridgeAddresses("lbt0")
+bridge.claim("10.240.0.250"); bridge.claim("10.240.0.250")
+print(subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lbt0"], capture_output=True, text=True).stdout.count("10.240.0.250/32"))
+bridge.release("10.240.0.250"); bridge.release("10.240.0.250")
+print(subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lbt0"], capture_output=True, text=True).stdout.count("10.240.0.250"))
+try:
+    BridgeAddresses("absent0").claim("10.240.0.249")
+except RuntimeError as error:
+    print("refused:", error)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_bridge_addresses_are_added_once_and_removed_in_a_private_network_namespace():
+    result = subprocess.run(["unshare", "--net", sys.executable, "-c", BRIDGE_SCRIPT], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[2], timeout=30)
+    assert result.returncode == 0, result.stderr
+    added, left, refused = result.stdout.splitlines()
+    assert (added, left) == ("1", "0")
+    assert refused.startswith("refused: cannot add 10.240.0.249 to absent0")
