@@ -316,13 +316,32 @@ def _health(row: Mapping[str, str], wanted: bool) -> str:
     if status.startswith("UP"):
         return "healthy"
     if status.startswith("DOWN"):
-        return "unhealthy"
+        return "initial" if row["check_status"] == "INI" else "unhealthy"
     if status == "no check":
         return "unavailable"
     return status.lower()
 
 
-_CHECK_PASSED = ("L4OK", "L6OK", "L7OK")
+_STATE_FIELDS = ("be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+                 "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+                 "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl "
+                 "srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
+
+
+def initial_server_state(lb: NetworkLoadBalancer, running_state: str = "") -> str:
+    """A server-state file (`show servers state` format 1): the rows of `running_state` for servers
+    still wanted, and every other checked server as down and not yet checked, so a new worker sends
+    it nothing until its health check passes `rise` times. HAProxy matches rows by names."""
+    wanted = {(listener.backend, target.server) for listener in lb.listeners for target in listener.targets}
+    kept = [line for line in running_state.splitlines()
+            if line and not line.startswith("#") and len(line.split()) > 3
+            and (line.split()[1], line.split()[3]) in wanted]
+    known = {(line.split()[1], line.split()[3]) for line in kept}
+    new = [f"0 {listener.backend} 0 {target.server} {target.ip} 0 0 1 1 0 1 0 0 6 0 0 0 - {target.port} - 0 "
+           f"{listener.health.port or 0} - - 0"
+           for listener in lb.listeners if listener.health.enabled
+           for target in listener.targets if (listener.backend, target.server) not in known]
+    return "\n".join(["1", f"# {_STATE_FIELDS}", *kept, *new]) + "\n"
 
 
 @dataclass
@@ -451,10 +470,11 @@ class LoadBalancers:
             running = None
         if running is None:
             self._write_config(lb, address, paths, check=False)
+            files.atomic_write(paths.state, initial_server_state(lb).encode(), mode=0o600, durable=False)
             self._start(lb, paths, skeleton)
             return [f"{lb.name}: HAProxy started on {address} ports {_ports(lb)} (pid {self._running[lb.key].pid})"]
         if running.skeleton != skeleton:
-            self._dump_server_state(paths)
+            self._dump_server_state(lb, paths)
             self._write_config(lb, address, paths, check=True)
             self._reload(paths)
             running.skeleton = skeleton
@@ -465,7 +485,7 @@ class LoadBalancers:
         return changes
 
     def _start(self, lb: NetworkLoadBalancer, paths: LbFiles, skeleton: str) -> None:
-        for stale in (paths.pid, paths.sock, paths.master, paths.state):
+        for stale in (paths.pid, paths.sock, paths.master):
             stale.unlink(missing_ok=True)
         with open(paths.log, "ab") as log:
             process = subprocess.Popen(
@@ -552,9 +572,10 @@ class LoadBalancers:
                                f"{(result.stderr or result.stdout).strip()[-500:]}")
         os.replace(candidate, paths.cfg)
 
-    def _dump_server_state(self, paths: LbFiles) -> None:
-        files.atomic_write(paths.state, haproxy_command(paths.sock, "show servers state").encode(), mode=0o600,
-                           durable=False)
+    def _dump_server_state(self, lb: NetworkLoadBalancer, paths: LbFiles) -> None:
+        """The running servers' states plus new servers as not yet checked, for the reloaded worker."""
+        state = haproxy_command(paths.sock, "show servers state")
+        files.atomic_write(paths.state, initial_server_state(lb, state).encode(), mode=0o600, durable=False)
 
     # -- targets ---------------------------------------------------------------------------------
 
@@ -571,16 +592,11 @@ class LoadBalancers:
                 if row is None:
                     self._runtime(paths, f"add server {listener.backend}/{name} {_host(target.ip)}:{target.port}"
                                          f"{listener.health.server_arguments()}", "New server registered")
-                    if listener.health.enabled:
-                        self._runtime(paths, f"enable health {listener.backend}/{name}")
-                        changes.append(f"{where}: target {target.ip}:{target.port} registered, waiting for a passed check")
-                    else:
-                        self._runtime(paths, f"enable server {listener.backend}/{name}")
-                        changes.append(f"{where}: target {target.ip}:{target.port} registered")
-                elif row["status"].startswith("MAINT") and (
-                        not listener.health.enabled or row["check_status"] in _CHECK_PASSED):
-                    self._runtime(paths, f"enable server {listener.backend}/{name}")
-                    changes.append(f"{where}: target {target.ip}:{target.port} in service")
+                    self._put_in_service(paths, listener, name)
+                    changes.append(f"{where}: target {target.ip}:{target.port} registered")
+                elif row["status"].startswith("MAINT"):
+                    self._put_in_service(paths, listener, name)
+                    changes.append(f"{where}: target {target.ip}:{target.port} registered again")
             for name, row in current.items():
                 if name in wanted:
                     continue
@@ -592,6 +608,15 @@ class LoadBalancers:
                     self._runtime(paths, f"del server {listener.backend}/{name}", "Server deleted")
                     changes.append(f"{where}: target {row['addr']} removed")
         return changes
+
+    def _put_in_service(self, paths: LbFiles, listener: Listener, name: str) -> None:
+        """Out of maintenance; with health checks, as down until `rise` checks pass (AWS's "initial").
+        One CLI line, so no connection is sent to the server between `enable` and `health down`."""
+        server = f"{listener.backend}/{name}"
+        if listener.health.enabled:
+            self._runtime(paths, f"enable health {server}; enable server {server}; set server {server} health down")
+        else:
+            self._runtime(paths, f"enable server {server}")
 
     @staticmethod
     def _runtime(paths: LbFiles, command: str, expect: str | None = None) -> None:

@@ -245,6 +245,23 @@ def test_a_target_that_stops_answering_is_taken_out_and_put_back(lbs, nlb, targe
     print(f"\ntaken out after {taken_out:.2f} s, back after {back:.2f} s")
 
 
+def test_a_target_that_never_answered_gets_no_connection(lbs, nlb, targets, hosts_files, ports):
+    silent, serving = targets[TARGET_IPS[2]], targets[TARGET_IPS[0]]
+    silent.stop_listening()
+    nlb.register(serving.ip, silent.ip)
+    status = lbs.sync(nlb.elbv2)
+    assert _health(status)[silent.ip] == "initial"
+    _converge(lbs, nlb, lambda s: _health(s)[serving.ip] == "healthy")
+    assert _who_answers(hosts_files[0], nlb.dns_name, ports[0]) == {serving.name}
+    assert _health(lbs.sync(nlb.elbv2))[silent.ip] in ("initial", "unhealthy")
+
+    nlb.deregister(silent.ip)
+    _converge(lbs, nlb, lambda s: silent.ip not in _health(s))
+    nlb.register(silent.ip)
+    assert _health(lbs.sync(nlb.elbv2))[silent.ip] == "initial"
+    assert _who_answers(hosts_files[0], nlb.dns_name, ports[0]) == {serving.name}
+
+
 def test_registering_and_deregistering_keep_established_connections(lbs, nlb, targets, hosts_files, ports):
     nlb.register(TARGET_IPS[0])
     _converge(lbs, nlb, _serving(TARGET_IPS[0]))
