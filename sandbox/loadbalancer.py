@@ -41,6 +41,7 @@ from sandbox import hostsfile
 SANDBOX_CIDR = "10.240.0.0/24"
 IDLE_TIMEOUT_S = 350
 SERVABLE_PROTOCOLS = ("TCP",)
+MAX_SOCKET_PATH = 107
 
 
 @dataclass(frozen=True)
@@ -371,6 +372,10 @@ class LoadBalancers:
                  limits: HealthCheckLimits = HealthCheckLimits(),
                  haproxy: str = "haproxy", start_timeout_s: float = 5.0) -> None:
         self.run_dir = Path(run_dir)
+        longest = LbFiles(self.run_dir.resolve(), "f" * 16).master
+        if len(str(longest).encode()) > MAX_SOCKET_PATH:
+            raise ValueError(f"run directory {self.run_dir} is too deep for HAProxy's unix sockets "
+                             f"({longest} is over {MAX_SOCKET_PATH} bytes): choose a shorter path")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.pool = list(addresses)
         self._hosts_files = hosts_files

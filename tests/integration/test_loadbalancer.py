@@ -119,7 +119,7 @@ class Nlb:
 
 @pytest.fixture
 def run_dir():
-    path = Path(tempfile.mkdtemp(prefix="gu-lb-", dir="/tmp"))  # short: HAProxy's unix sockets live here
+    path = Path(tempfile.mkdtemp(prefix="lb-test-", dir="/tmp"))  # short: HAProxy's unix sockets live here
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -303,7 +303,8 @@ def test_a_new_listener_reloads_haproxy_without_dropping_connections_or_health(l
     assert sorted(listener["port"] for listener in lb["listeners"]) == sorted([ports[0], second_port])
     assert [t["health"] for t in lb["listeners"][[l["port"] for l in lb["listeners"]].index(ports[0])]["targets"]] == ["healthy"] * 3
     assert _who_answers(hosts_files[0], nlb.dns_name, ports[0]) == {t.name for t in targets.values()}
-    _converge(lbs, nlb, lambda s: all(h == "healthy" for h in _health(s).values()))
+    _converge(lbs, nlb, lambda s: all(t["health"] == "healthy" for listener in s["load_balancers"][0]["listeners"]
+                                      for t in listener["targets"]))
     assert _who_answers(hosts_files[0], nlb.dns_name, second_port) == {t.name for t in targets.values()}
     kept.sendall(b"across the reload\n")
     assert kept.recv(100) == b"across the reload\n"
@@ -363,6 +364,11 @@ def test_an_nlb_without_a_free_address_is_reported_and_others_are_served(lbs, nl
     assert len(entries) == len(LB_ADDRESSES) and set(entries.values()) == set(LB_ADDRESSES)
     for lb in extra:
         nlb.elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+
+
+def test_a_run_directory_too_deep_for_unix_sockets_is_refused_up_front(tmp_path):
+    with pytest.raises(ValueError, match="shorter path"):
+        LoadBalancers(tmp_path / ("d" * 100), LB_ADDRESSES, [], log)
 
 
 def test_sandbox_addresses_count_down_from_250():
