@@ -129,9 +129,14 @@ def _status(args, state: Path) -> int:
             print(f"  on {ip}: {route}")
     if not any_route:
         print("  none")
-    print("load balancers:")
+    print("load balancers (HAProxy on the bridge):")
     for lb in info["load_balancers"]:
-        print(f"  {lb}")
+        print(f"  {lb['name']:<24} {lb.get('dns_name')} -> {lb.get('address') or '-'} {lb.get('state')}")
+        for skipped in lb.get("skipped", []):
+            print(f"    not served: {skipped}")
+        for listener in lb.get("listeners", []):
+            targets = ", ".join(f"{t['id']}:{t['port']} {t['health']}" for t in listener["targets"]) or "no targets"
+            print(f"    {listener['protocol']} {listener['port']}: {targets}")
     if not info["load_balancers"]:
         print("  none")
     mirror = info.get("mirror") or {}

@@ -61,9 +61,11 @@ def machine_capacity(meminfo: Path = Path("/proc/meminfo")) -> int:
     return MAX_NODES
 
 
-def unusable_address(ip: str, subnet: IPv4Network) -> str | None:
-    """Why an address in the subnet cannot be a node, as AWS reserves it; None when it can."""
+def unusable_address(ip: str, subnet: IPv4Network, reserved: set[str] = frozenset()) -> str | None:
+    """Why an address in the subnet cannot be a node (AWS reserves it, or a load balancer has it); None when it can."""
     address = IPv4Address(ip)
+    if ip in reserved:
+        return f"{ip} is kept for the sandbox's load balancers (HAProxy); launch the instance at another address"
     first = int(subnet.network_address)
     if int(address) - first in (0, 1, 2, 3):
         return (f"{ip} is one of the subnet's first four addresses (AWS reserves them; "
@@ -73,7 +75,8 @@ def unusable_address(ip: str, subnet: IPv4Network) -> str | None:
     return None
 
 
-def claims(instances: list[dict], subnet: IPv4Network) -> tuple[dict[str, dict], dict[str, str]]:
+def claims(instances: list[dict], subnet: IPv4Network,
+           reserved: set[str] = frozenset()) -> tuple[dict[str, dict], dict[str, str]]:
     """Per private IP in the subnet, the instance a node there plays (the newest one not terminated);
     and the instances no node plays, with why."""
     chosen: dict[str, dict] = {}
@@ -83,7 +86,7 @@ def claims(instances: list[dict], subnet: IPv4Network) -> tuple[dict[str, dict],
         state = instance["State"]["Name"]
         if not ip or IPv4Address(ip) not in subnet or state not in LIVE + KEPT:
             continue
-        reason = unusable_address(ip, subnet)
+        reason = unusable_address(ip, subnet, reserved)
         if reason:
             ignored[instance["InstanceId"]] = reason
             continue
@@ -159,6 +162,8 @@ class Controller:
             }
         self.ec2 = ec2_clients
         self.load_balancers = load_balancers
+        self.copy_hosts_block = True
+        self.reserved = set(load_balancer_pool(self.subnet))
         self.lock = threading.Lock()
         self.nodes = self._adopt(read_nodes(state))
         self._said: set[str] = set()
@@ -194,7 +199,7 @@ class Controller:
 
     def tick(self) -> None:
         instances = self.describe()
-        wanted, ignored = claims(instances, self.subnet)
+        wanted, ignored = claims(instances, self.subnet, self.reserved)
         for instance_id, reason in ignored.items():
             self.say("instance %s has no node: %s", instance_id, reason)
         self._notice_shutdowns(wanted)
@@ -207,7 +212,8 @@ class Controller:
         self._routes(instances)
         if self.load_balancers is not None:
             self.load_balancers(instances)
-        self._hosts_blocks()
+        if self.copy_hosts_block:
+            self._hosts_blocks()
         self.save()
 
     def _notice_shutdowns(self, wanted: dict[str, dict]) -> None:
@@ -316,6 +322,12 @@ class Controller:
         for ip, route in changes.removed:
             log.info("route %s via %s removed on %s", route.destination, route.via, ip)
 
+    def hosts_files(self) -> list[Path]:
+        """The /etc/hosts of every node with a disk."""
+        with self.lock:
+            roots = [Path(n.root) for n in self.nodes.values() if n.state in ("booting", "running", "stopped")]
+        return [root / "etc/hosts" for root in roots if (root / "etc").is_dir()]
+
     def _hosts_blocks(self) -> None:
         """Every node's /etc/hosts carries the host's load-balancer block (NLB names), nothing else of it."""
         entries = hostsfile.read_block(HOST_HOSTS.read_text()) if HOST_HOSTS.exists() else {}
@@ -340,21 +352,75 @@ class Controller:
             self._saved = data
 
 
-def _load_balancer_hook(state: Path) -> Callable[[list[dict]], None] | None:
-    """sandbox.loadbalancer's reconcile, once that module exists."""
+def load_balancer_dir(state: Path) -> Path:
+    return state / "loadbalancers"
+
+
+def load_balancer_status_path(state: Path) -> Path:
+    return state / "loadbalancers.status.json"
+
+
+def load_balancer_pool(subnet: IPv4Network) -> list[str]:
+    """The bridge addresses the load balancers take (none when sandbox.loadbalancer is missing)."""
     try:
-        from sandbox import loadbalancer  # noqa: F401
+        from sandbox import loadbalancer
     except ImportError:
-        log.info("sandbox.loadbalancer is not there yet: network load balancers are not played")
+        return []
+    return loadbalancer.sandbox_address_pool(str(subnet))
+
+
+def node_hosts_files(state: Path) -> list[Path]:
+    """The /etc/hosts of every node that has a disk."""
+    return [Path(n.root) / "etc/hosts" for n in read_nodes(state).values()
+            if n.state != "terminating" and (Path(n.root) / "etc").is_dir()]
+
+
+def open_load_balancers(state: Path, subnet: IPv4Network, hosts_files: Callable[[], list[Path]] | None = None):
+    """sandbox.loadbalancer's `LoadBalancers` for this sandbox (adopting what runs); None without the module."""
+    try:
+        from sandbox import loadbalancer
+    except ImportError:
         return None
-    return None
+    bridge = loadbalancer.BridgeAddresses(netns.BRIDGE)
+    return loadbalancer.LoadBalancers(
+        load_balancer_dir(state), load_balancer_pool(subnet),
+        hosts_files or (lambda: [HOST_HOSTS, *node_hosts_files(state)]),
+        logging.getLogger("groundup.sandbox.loadbalancer"),
+        claim_address=bridge.claim, release_address=bridge.release)
+
+
+def _load_balancer_hook(state: Path, controller: Controller) -> Callable[[list[dict]], None] | None:
+    """Each tick: HAProxy and the hosts blocks match moto's NLBs (first region), status saved for `status`."""
+    balancers = open_load_balancers(
+        state, controller.subnet,
+        lambda: [HOST_HOSTS, *controller.hosts_files()])
+    if balancers is None:
+        log.info("sandbox.loadbalancer is not there: network load balancers are not played")
+        return None
+    import boto3
+
+    record = read_record(state)
+    region = record["regions"][0]
+    elbv2 = boto3.client("elbv2", endpoint_url=record["moto"]["endpoint"], region_name=region,
+                         aws_access_key_id="testing", aws_secret_access_key="testing")
+    controller.copy_hosts_block = False
+
+    def sync(instances: list[dict]) -> None:
+        status = balancers.sync(elbv2)
+        text = json.dumps(status, indent=1, default=str)
+        path = load_balancer_status_path(state)
+        if not path.exists() or path.read_text() != text:
+            atomic_write(path, text.encode())
+
+    return sync
 
 
 def run(state: Path, interval: float = 1.0) -> None:
     """Reconcile every `interval` seconds until SIGTERM."""
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    controller = Controller(state, load_balancers=_load_balancer_hook(state))
+    controller = Controller(state)
+    controller.load_balancers = _load_balancer_hook(state, controller)
     log.info("controller up: subnet %s, regions %s, at most %d nodes",
              controller.subnet, ", ".join(controller.ec2), controller.capacity)
     while not stopping.is_set():

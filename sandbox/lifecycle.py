@@ -8,6 +8,7 @@ namespace, veth and the bridge, and removes the hosts entries the load balancers
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 from groundup.releases import MIRROR_INDEX
 from sandbox import netns, nodes, prefect_server, rootfs
-from sandbox.controller import machine_capacity, nodes_path, read_nodes
+from sandbox.controller import (load_balancer_status_path, machine_capacity, nodes_path, open_load_balancers,
+                                read_nodes)
 from sandbox.moto import free_port, start_moto_server, wait_for_moto
 from sandbox.state import (atomic_write, console_dir, instances_path, known_hosts_path, logs_dir,
                            pid_alive, read_record, record_path, write_record)
@@ -323,7 +325,7 @@ def down(state: Path, purge: bool = False, out=print) -> dict[str, list]:
     prefect_server.stop_group((record.get("worker") or {}).get("pid"), signals=2)
     for name in ("prefect", "mirror", "moto"):
         prefect_server.stop_group((record.get(name) or {}).get("pid"))
-    _remove_load_balancers(state)
+    _remove_load_balancers(state, record, out)
     nodes.stop_pids(nodes.nspawn_pids(state))
     leftovers = owned_pids(state)
     for pid in leftovers:
@@ -353,15 +355,17 @@ def down(state: Path, purge: bool = False, out=print) -> dict[str, list]:
 HOST_HOSTS = Path("/etc/hosts")
 
 
-def _remove_load_balancers(state: Path) -> None:
-    """HAProxy (sandbox.loadbalancer, once it exists) and the NLB names' block in the host's /etc/hosts."""
+def _remove_load_balancers(state: Path, record: dict, out=print) -> None:
+    """HAProxy, its bridge addresses and the NLB names' blocks in the host's and nodes' /etc/hosts."""
     from sandbox import hostsfile
 
-    try:
-        from sandbox import loadbalancer  # noqa: F401
-    except ImportError:
-        pass
+    balancers = open_load_balancers(state, IPv4Network(record.get("subnet") or netns.DEFAULT_SUBNET))
+    if balancers is not None:
+        left = balancers.close()
+        if any(left.values()):
+            out(f"load balancers left behind: {left}")
     hostsfile.remove_from(HOST_HOSTS)
+    load_balancer_status_path(state).unlink(missing_ok=True)
 
 
 def _hosts_leftovers() -> list[str]:
@@ -416,7 +420,10 @@ def status(state: Path) -> dict:
             result["mirror"]["contents"] = mirror.contents(Path(record["mirror"]["root"]))
         except Exception as exc:  # the mirror being rebuilt: say so, do not fail status
             result["mirror"]["contents"] = {"error": f"{type(exc).__name__}: {exc}"}
-    result["load_balancers"] = _load_balancer_status(state)
+    try:
+        result["load_balancers"] = json.loads(load_balancer_status_path(state).read_text()).get("load_balancers", [])
+    except (FileNotFoundError, ValueError):
+        result["load_balancers"] = []
     result["env_file"] = str(env_file(state)) if env_file(state).exists() else None
     result["leftovers"] = leftovers_report(state) if not record else None
     return result
@@ -439,11 +446,3 @@ def _instances(record: dict) -> list[dict]:
                               "state": instance["State"]["Name"], "ip": instance.get("PrivateIpAddress"),
                               "source_dest_check": instance.get("SourceDestCheck", True)})
     return found
-
-
-def _load_balancer_status(state: Path) -> list[dict]:
-    try:
-        from sandbox import loadbalancer  # noqa: F401
-    except ImportError:
-        return []
-    return []

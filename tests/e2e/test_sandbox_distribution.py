@@ -33,9 +33,33 @@ def _presented_host_key(address: str) -> paramiko.PKey:
         transport.close()
 
 
+def _ec2(sandbox: Sandbox):
+    import boto3
+
+    return boto3.client("ec2", endpoint_url=sandbox.env["AWS_ENDPOINT_URL"], region_name=sandbox.env["AWS_DEFAULT_REGION"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _wait_nodes_gone(sandbox: Sandbox, ips: set[str], timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while ips & set(sandbox.nodes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not ips & set(sandbox.nodes()), f"nodes still there: {ips & set(sandbox.nodes())}"
+
+
 @pytest.fixture(scope="module")
 def built(sandbox: Sandbox, tmp_path_factory) -> Path:
-    """Build network, compute, pki, distribute once; export the SSH key and the expected files."""
+    """Fresh nodes (the cluster's instances terminated, as a rebuild does), then network, compute, pki,
+    distribute once; export the SSH key and the expected files."""
+    ips = {str(n.private_ip) for n in load_spec(SPEC).nodes}
+    ec2 = _ec2(sandbox)
+    live = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+            if i.get("PrivateIpAddress") in ips and i["State"]["Name"] not in ("shutting-down", "terminated")]
+    if live:
+        ec2.terminate_instances(InstanceIds=live)
+    _wait_nodes_gone(sandbox, ips)
     result = sandbox.groundup("demo", str(SPEC))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "build-cluster/groundup-sandbox (network, compute, pki, distribute): Completed" in result.stdout
@@ -167,3 +191,23 @@ def test_sshd_down_on_one_node_fails_that_node_only_and_a_retry_completes_it(
     expected = json.loads((built / "expected.json").read_text())
     actual = _remote_files(sandbox, built, worker["private_ip"])
     assert sorted(actual) == sorted(expected["worker-1"])
+
+
+def test_a_terminated_node_is_relaunched_by_a_rerun_with_new_host_keys_read_from_the_console(
+        sandbox: Sandbox, built: Path) -> None:
+    old = sandbox.node("worker-2")
+    old_key = _presented_host_key(old["private_ip"])
+    _ec2(sandbox).terminate_instances(InstanceIds=[old["instance_id"]])
+    _wait_nodes_gone(sandbox, {old["private_ip"]})
+
+    result = sandbox.groundup("demo", "--in-process", str(SPEC))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    new = sandbox.node("worker-2")
+    assert new["instance_id"] != old["instance_id"]
+    assert _presented_host_key(new["private_ip"]) != old_key
+    assert "HostKeyChanged" not in output
+    expected = json.loads((built / "expected.json").read_text())
+    assert f"worker-2 ({new['private_ip']}): {len(expected['worker-2'])} uploaded" in output, output[-3000:]
+    actual = _remote_files(sandbox, built, new["private_ip"])
+    assert sorted(actual) == sorted(expected["worker-2"])
