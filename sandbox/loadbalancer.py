@@ -442,13 +442,16 @@ class LoadBalancers:
         returns `leftovers()`."""
         for key in list(self._running):
             self._stop(key, "closing")
+        for pid in self._processes_of_run_dir():
+            self.log.warning("stopping HAProxy pid %s of %s that no pid file names", pid, self.run_dir)
+            _stop_process(pid)
         self._record = self._read_record()
         for arn in list(self._record.addresses):
             self._release(arn)
         for path in self._all_hosts_files():
             try:
                 hostsfile.remove_from(path)
-            except OSError as error:
+            except (OSError, hostsfile.HostsBlockError) as error:
                 self.log.warning("cannot remove the load balancers' block from %s: %s", path, error)
         self._record.hosts_files = []
         self._write_record()
@@ -759,6 +762,28 @@ def _stop_group(pid: int, process: subprocess.Popen | None, timeout: float = 5.0
             elif not _group_alive(pid):
                 return
             time.sleep(0.02)
+
+
+def _stop_process(pid: int, timeout: float = 5.0) -> None:
+    """SIGTERM to one process, SIGKILL after `timeout`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _running_pid(pid):
+                return
+            time.sleep(0.02)
+
+
+def _running_pid(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _group_alive(pgid: int) -> bool:

@@ -352,6 +352,15 @@ def test_a_new_controller_adopts_what_runs_and_close_removes_it(lbs, nlb, target
     assert lbs.leftovers() == {"processes": [], "hosts_files": [], "addresses": []}
 
 
+def test_close_stops_an_haproxy_whose_pid_file_is_lost(lbs, nlb, targets, run_dir):
+    nlb.register(TARGET_IPS[0])
+    lbs.sync(nlb.elbv2)
+    next(run_dir.glob("*.pid")).unlink()
+    orphaned = LoadBalancers(run_dir, LB_ADDRESSES, [], log)
+    assert len(orphaned.leftovers()["processes"]) == 2
+    assert orphaned.close()["processes"] == []
+
+
 def test_an_nlb_without_a_free_address_is_reported_and_others_are_served(lbs, nlb, targets, hosts_files, aws):
     names = [f"extra-{i}" for i in range(len(LB_ADDRESSES))]
     extra = [nlb.elbv2.create_load_balancer(Name=n, Type="network", Subnets=[
