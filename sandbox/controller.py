@@ -233,6 +233,7 @@ class Controller:
         name = nodes.node_name(ip)
         seen = time.time()
         namespace = netns.ensure_node_network(name, ip, self.subnet)
+        netns.forget_neighbour(ip, self._other_namespaces(ip))
         merged = nodes.prepare_overlay(self.state, self.base, name)
         host_key = nodes.ensure_identity(merged, name, ip)
         ec2 = self.ec2[instance["Region"]]
@@ -296,6 +297,7 @@ class Controller:
             nodes.stop(node.pid)
             nodes.discard_disk(self.state, node.name)
             netns.remove_node_network(node.name, ip)
+            netns.forget_neighbour(ip, self._other_namespaces(ip))
             with self.lock:
                 if self.nodes.get(ip) is node:
                     del self.nodes[ip]
@@ -303,6 +305,10 @@ class Controller:
                      node.instance_id, ip, node.name)
 
         threading.Thread(target=terminate, name=f"terminate-{node.name}", daemon=True).start()
+
+    def _other_namespaces(self, ip: str) -> list[str]:
+        with self.lock:
+            return [n.namespace for other, n in self.nodes.items() if other != ip and netns.namespace_exists(n.namespace)]
 
     def _routes(self, instances: list[dict]) -> None:
         with self.lock:

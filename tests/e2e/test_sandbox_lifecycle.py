@@ -84,6 +84,14 @@ class Cloud:
             self.ec2.modify_instance_attribute(InstanceId=instance, SourceDestCheck={"Value": False})
         return instance
 
+    def clear(self, *ips: str) -> None:
+        """Terminate live instances at these addresses (left by an earlier run) and wait for their nodes to go."""
+        live = [i["InstanceId"] for r in self.ec2.describe_instances()["Reservations"] for i in r["Instances"]
+                if i.get("PrivateIpAddress") in ips and i["State"]["Name"] not in ("shutting-down", "terminated")]
+        if live:
+            self.ec2.terminate_instances(InstanceIds=live)
+        wait_for(lambda: not set(ips) & set(self.sandbox.nodes()), 60, f"nodes at {', '.join(ips)} gone")
+
     def console_keys(self, instance_id: str) -> list[str]:
         return parse_console_host_keys(self.ec2.get_console_output(InstanceId=instance_id).get("Output", ""))
 
@@ -104,6 +112,7 @@ class Cloud:
 @pytest.fixture(scope="module")
 def cloud(sandbox: Sandbox):
     cloud = Cloud(sandbox)
+    cloud.clear("10.240.0.50", "10.240.0.60", "10.240.0.61")
     yield cloud
     cloud.terminate_all()
 
@@ -167,7 +176,9 @@ def test_terminate_discards_the_node_and_a_relaunch_gets_a_fresh_disk_and_new_ho
     print(f"\nterminate: instance terminated -> node, disk and network gone {gone:.2f} s")
     assert not sshd_answers("10.240.0.50")
     new = cloud.launch("10.240.0.50")
-    wait_for(lambda: sshd_answers("10.240.0.50"), 60, "sshd on the relaunched node")
+    relaunch = wait_for(lambda: sshd_answers("10.240.0.50"), 60, "sshd on the relaunched node")
+    print(f"relaunch at the same IP: instance launched -> sshd answers {relaunch:.2f} s")
+    assert relaunch < 10, "the host must not keep the old node's MAC address"
     wait_for(lambda: cloud.console_keys(new), 30, "new host keys in the console output")
     new_key = presented_host_key("10.240.0.50")
     assert new_key != old_key

@@ -25,14 +25,15 @@ PORT = 8000
 
 
 class Balancer:
-    def __init__(self, cloud: Cloud) -> None:
+    def __init__(self, cloud: Cloud, name: str = "e2e-nlb") -> None:
         env = cloud.sandbox.env
         self.elbv2 = boto3.client("elbv2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
                                   aws_access_key_id="testing", aws_secret_access_key="testing")
-        lb = self.elbv2.create_load_balancer(Name="e2e-nlb", Type="network", Subnets=[cloud.subnet])["LoadBalancers"][0]
+        name = f"{name}-{int(time.time() * 1000) % 10**8}"
+        lb = self.elbv2.create_load_balancer(Name=name, Type="network", Subnets=[cloud.subnet])["LoadBalancers"][0]
         self.arn, self.dns_name = lb["LoadBalancerArn"], lb["DNSName"]
         self.group = self.elbv2.create_target_group(
-            Name="e2e-nlb", Protocol="TCP", Port=PORT, VpcId=cloud.vpc, TargetType="ip", HealthCheckProtocol="TCP",
+            Name=name, Protocol="TCP", Port=PORT, VpcId=cloud.vpc, TargetType="ip", HealthCheckProtocol="TCP",
             HealthCheckIntervalSeconds=10, HealthyThresholdCount=3, UnhealthyThresholdCount=2,
         )["TargetGroups"][0]["TargetGroupArn"]
         self.elbv2.create_listener(LoadBalancerArn=self.arn, Protocol="TCP", Port=PORT,
@@ -61,18 +62,28 @@ def answers(url: str, count: int = 12) -> Counter:
 @pytest.fixture(scope="module")
 def balancer(sandbox: Sandbox):
     cloud = Cloud(sandbox)
-    for ip in (*TARGETS, CLIENT):
-        cloud.launch(ip)
-    for ip in (*TARGETS, CLIENT):
-        wait_for(lambda ip=ip: sshd_answers(ip), 60, f"sshd on {ip}")
-    for ip in TARGETS:
-        serve = (f"mkdir -p /srv && echo {ip} > /srv/index.html && "
-                 f"systemd-run --unit=probe python3 -m http.server --directory /srv {PORT}")
-        assert sandbox.node_exec(ip, "sh", "-c", serve).returncode == 0
-    lb = Balancer(cloud)
+    cloud.clear(*TARGETS, CLIENT)
+    try:
+        for ip in (*TARGETS, CLIENT):
+            cloud.launch(ip)
+        for ip in (*TARGETS, CLIENT):
+            wait_for(lambda ip=ip: sshd_answers(ip), 60, f"sshd on {ip}")
+        for ip in TARGETS:
+            serve = (f"mkdir -p /srv && echo {ip} > /srv/index.html && "
+                     f"systemd-run --unit=probe python3 -m http.server --directory /srv {PORT}")
+            assert sandbox.node_exec(ip, "sh", "-c", serve).returncode == 0
+        lb = Balancer(cloud)
+    except BaseException:
+        cloud.terminate_all()
+        raise
     yield cloud, lb
+    from botocore.exceptions import ClientError
+
     try:
         lb.elbv2.delete_load_balancer(LoadBalancerArn=lb.arn)
+        lb.elbv2.delete_target_group(TargetGroupArn=lb.group)
+    except ClientError:
+        pass  # `sandbox down` already took moto's state away
     finally:
         cloud.terminate_all()
 
@@ -118,3 +129,22 @@ def test_deleting_the_nlb_removes_its_name_everywhere(sandbox: Sandbox, balancer
     print(f"\nnlb: DeleteLoadBalancer -> name gone from /etc/hosts {removed:.2f} s")
     wait_for(lambda: lb.dns_name not in sandbox.node_exec(CLIENT, "cat", "/etc/hosts").stdout, 10,
              "hosts line removed on the node")
+
+
+def test_down_with_a_serving_nlb_leaves_no_haproxy_address_or_hosts_line_then_up_again(
+        sandbox: Sandbox, balancer) -> None:
+    from sandbox import lifecycle
+
+    cloud, _ = balancer
+    lb = Balancer(cloud, "e2e-down")
+    lb.targets("register", TARGETS[1])
+    wait_for(lambda: answers(lb.url(), 2) == Counter({TARGETS[1]: 2}), 30, "the new NLB serving")
+    result = sandbox.groundup("down")
+    assert result.returncode == 0, result.stdout + result.stderr
+    left = lifecycle.leftovers_report(sandbox.state)
+    assert not any(left.values()), left
+    assert not hostsfile.has_block(Path("/etc/hosts")) and lb.dns_name not in Path("/etc/hosts").read_text()
+    haproxy = [p for p in Path("/proc").iterdir() if p.name.isdigit() and (p / "comm").exists()
+               and (p / "comm").read_text().strip() == "haproxy" and str(sandbox.state) in (p / "cmdline").read_text()]
+    assert not haproxy
+    lifecycle.up(sandbox.state)
