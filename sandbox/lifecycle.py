@@ -136,11 +136,14 @@ def _moto_alive(record: dict) -> bool:
 
 
 def _port(preferred: int, recorded: int | None) -> int:
+    """The recorded or preferred port when free, else any free one. SO_REUSEADDR as the servers set it,
+    so a port left in TIME_WAIT by the previous sandbox is reused and the endpoints stay the same."""
+    import socket
+
     for port in (recorded, preferred):
         if port:
-            import socket
-
             with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     sock.bind(("127.0.0.1", port))
                     return port

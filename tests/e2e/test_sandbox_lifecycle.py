@@ -100,10 +100,12 @@ class Cloud:
 
     def terminate_all(self) -> None:
         """Terminate what this module launched, unless a `sandbox down` already took moto's state away."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, EndpointConnectionError
 
         try:
             self.ec2.terminate_instances(InstanceIds=self.launched)
+        except EndpointConnectionError:
+            pass
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "InvalidInstanceID.NotFound":
                 raise

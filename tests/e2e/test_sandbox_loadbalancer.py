@@ -77,12 +77,12 @@ def balancer(sandbox: Sandbox):
         cloud.terminate_all()
         raise
     yield cloud, lb
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, EndpointConnectionError
 
     try:
         lb.elbv2.delete_load_balancer(LoadBalancerArn=lb.arn)
         lb.elbv2.delete_target_group(TargetGroupArn=lb.group)
-    except ClientError:
+    except (ClientError, EndpointConnectionError):
         pass  # `sandbox down` already took moto's state away
     finally:
         cloud.terminate_all()
