@@ -35,8 +35,9 @@ log = logging.getLogger("groundup.sandbox.controller")
 
 LIVE = ("pending", "running")
 KEPT = ("stopping", "stopped")
-MB_PER_NODE = 256
-MAX_NODES = 64
+MB_PER_NODE = 64
+"""An idle node takes about 12 MiB; a bootstrapped master (etcd, placeholders) some tens more."""
+MAX_NODES = 250
 HOST_HOSTS = Path("/etc/hosts")
 
 
