@@ -3,13 +3,16 @@
 Layout under the state directory (`/var/lib/groundup-sandbox` or `$GROUNDUP_SANDBOX_STATE`):
 
     rootfs/base/            the shared Debian rootfs (never booted itself)
-    nodes/<short_name>/     upper/, work/, merged/ (the overlay), containerd/, nspawn.log
-    known_hosts             every node's public host key, OpenSSH format, keyed by private IP
-    instances.json          private IP -> moto instance id, written by the cloud-init agent
+    nodes/<ip-a-b-c-d>/     upper/ (the instance's disk), work/, merged/ (the overlay), containerd/, nspawn.log
+    nodes.json              the controller's nodes: private IP -> instance id, state, pid, host key, timings
+    known_hosts             every node's public host key by private IP (for independent checks; the
+                            flows read host keys from the console output only)
     console/<instance_id>   console output moto serves for that instance
-    sandbox.json            the record: spec, nodes, bridge, service ports and process ids
+    mirror/                 the release mirror, served on the bridge
+    loadbalancers/          HAProxy's files per NLB (sandbox.loadbalancer); loadbalancers.status.json
+    sandbox.json            the record: subnet, regions, bridge, service ports and process ids
     env                     the environment `make demo` and the tests source
-    logs/                   moto, prefect server, worker, agent
+    logs/                   moto, controller, mirror, prefect server, worker
 """
 
 from __future__ import annotations
