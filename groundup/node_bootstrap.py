@@ -187,7 +187,9 @@ class NodeBootstrapper:
             self.save_record(record)
         return start, [u for u in units if u not in start]
 
-    def wait_unit(self, unit: str) -> None:
+    def wait_unit(self, unit: str, restarts: int = 1) -> None:
+        """Wait until the unit is active (etcd: healthy, apiserver: answering); a unit that fails at
+        start is reset and started again `restarts` times, as a slow or racing start can heal."""
         timeout = ETCD_QUORUM_TIMEOUT if unit == "etcd" else UNIT_TIMEOUT
         deadline = self.clock() + timeout
         while True:
@@ -196,10 +198,15 @@ class NodeBootstrapper:
                 if unit == "kube-apiserver":
                     self.wait_api_local(deadline)
                 return
-            _, out, _ = self.run(f"systemctl show -p ActiveState,SubState,NRestarts {unit}")
+            _, out, _ = self.run(f"systemctl show -p ActiveState,SubState,NRestarts,Result {unit}")
             failed = "ActiveState=failed" in out
+            if failed and restarts > 0:
+                restarts -= 1
+                self.run(f"systemctl reset-failed {unit}; systemctl restart --no-block {unit}")
+                self.sleep(1.0)
+                continue
             if failed or self.clock() > deadline:
-                raise BootstrapFailed(self.unit_failure(unit, timeout, out))
+                raise BootstrapFailed(self.unit_failure(unit, timeout, out, failed))
             self.sleep(1.0)
 
     def wait_api_local(self, deadline: float) -> None:
@@ -214,9 +221,10 @@ class NodeBootstrapper:
                                       f"{out.strip()}\n{self.journal('kube-apiserver')}")
             self.sleep(1.0)
 
-    def unit_failure(self, unit: str, timeout: float, show: str) -> str:
+    def unit_failure(self, unit: str, timeout: float, show: str, failed: bool) -> str:
         detail = " ".join(show.split())
-        message = f"{self.node.short_name}: {unit} did not become active within {timeout:.0f} s ({detail})"
+        how = "failed to start" if failed else f"did not become active within {timeout:.0f} s"
+        message = f"{self.node.short_name}: {unit} {how} ({detail})"
         if unit == "etcd":
             peers = [[m.short_name, str(m.private_ip)] for m in self.spec.masters if m != self.node]
             _, down, _ = self.run(f"python3 -c {shlex.quote(PEER_PROBE)} {shlex.quote(json.dumps(peers))}",
