@@ -128,16 +128,25 @@ def parse_unit_show(output: str) -> dict[str, dict[str, str]]:
     return units
 
 
-def judge_units(node: Node, wanted: list[str], shown: dict[str, dict[str, str]]) -> list[str]:
-    """Problems with the node's units: not active (running, or exited for a oneshot), or restarted by systemd."""
+RESTART_WINDOW_S = 6.0
+"""Two looks at the units this far apart (longer than the units' RestartSec) tell a crash loop."""
+
+
+def judge_units(node: Node, wanted: list[str], shown: dict[str, dict[str, str]],
+                later: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """Problems with the node's units: not active (running, or exited for a oneshot), or restarted by
+    systemd between the two looks (`later`, taken RESTART_WINDOW_S after `shown`)."""
     problems = []
+    later = later if later is not None else shown
     for unit in wanted:
-        fields = shown.get(unit, {})
-        state = f"{fields.get('ActiveState', '?')}/{fields.get('SubState', '?')}"
-        if state not in ("active/running", "active/exited"):
-            problems.append(f"{node.short_name}: {unit} is {state}")
-        elif fields.get("NRestarts", "0") not in ("0", ""):
-            problems.append(f"{node.short_name}: {unit} restarted {fields['NRestarts']} times")
+        first, last = shown.get(unit, {}), later.get(unit, {})
+        states = {f"{f.get('ActiveState', '?')}/{f.get('SubState', '?')}" for f in (first, last)}
+        bad = sorted(states - {"active/running", "active/exited"})
+        restarts = int(last.get("NRestarts") or 0) - int(first.get("NRestarts") or 0)
+        if bad:
+            problems.append(f"{node.short_name}: {unit} is {bad[0]}")
+        elif restarts > 0:
+            problems.append(f"{node.short_name}: {unit} restarted {restarts} times in {RESTART_WINDOW_S:.0f} s")
     return problems
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+import time
 import uuid
 from ipaddress import ip_address
 
@@ -25,6 +26,20 @@ from tasks.nodes import boot_timeout_for, console_output_reader, fan_out
 CTR = "ctr -n groundup-smoke"
 IMAGE_PATH = "/var/lib/groundup/smoke-image.tar"
 POD = "groundup-smoke-pod"
+CNI_STATE = "/var/lib/cni/networks"
+
+
+def remove_pod(pod: str) -> str:
+    """Stop and delete a smoke pod and free its address: `ctr run -d --cni` never runs CNI DEL itself."""
+    return (f"{CTR} task kill -s KILL {pod} 2>/dev/null; sleep 0.3; {CTR} task delete {pod} 2>/dev/null; "
+            f"{CTR} container delete {pod} 2>/dev/null; "
+            f'grep -ls "groundup-smoke-{pod}" {CNI_STATE}/*/* | xargs -r rm -f; true')
+
+
+def remove_stale_pods() -> str:
+    """Every smoke pod a dropped run left behind, and its address reservation."""
+    return (f"for pod in $({CTR} containers ls -q | grep '^{POD}'); do {remove_pod('$pod')}; done; "
+            f"grep -ls 'groundup-smoke-{POD}' {CNI_STATE}/*/* | xargs -r rm -f; true")
 
 
 def _session(spec: ClusterSpec, node: Node, address: str, instance_id: str | None, boot_timeout: float):
@@ -86,10 +101,12 @@ def smoke_node(spec: ClusterSpec, node: str, address: str, instance_id: str | No
     out: dict = {"node": node, "role": target.role.value}
     try:
         _, shown, _ = _sh(session, smoke.unit_show_command(units))
-        problems = smoke.judge_units(target, units, smoke.parse_unit_show(shown))
+        time.sleep(smoke.RESTART_WINDOW_S)
+        _, later, _ = _sh(session, smoke.unit_show_command(units))
+        problems = smoke.judge_units(target, units, smoke.parse_unit_show(shown), smoke.parse_unit_show(later))
         for i, problem in enumerate(problems):
             unit = problem.split(": ", 1)[1].split()[0]
-            _, why, _ = _sh(session, f"journalctl -u {unit} -n 40 --no-pager -o cat | grep -iE 'error|fail|refus' | tail -n 2")
+            _, why, _ = _sh(session, f"journalctl _SYSTEMD_UNIT={unit}.service -n 40 --no-pager -o cat | grep -iE 'error|fail|refus|invalid' | tail -n 2")
             if why.strip():
                 problems[i] = f"{problem} ({' / '.join(why.strip().splitlines())[:300]})"
         out["unit_problems"] = problems
@@ -112,11 +129,12 @@ def smoke_node(spec: ClusterSpec, node: str, address: str, instance_id: str | No
             code, said, err2 = _sh(session, f"{CTR} run --rm --cpu-shares 0 {IMAGE_NAME} {hello} "
                                             "/bin/busybox echo groundup-smoke", timeout=120)
             out["container"] = "ok" if code == 0 and "groundup-smoke" in said else (err + err2).strip()[-300:]
-            _sh(session, f"{CTR} task kill -s KILL {POD} 2>/dev/null; sleep 0.3; {CTR} task delete {POD} 2>/dev/null; "
-                         f"{CTR} container delete {POD} 2>/dev/null; true")
-            code, _, err = _sh(session, f"{CTR} run -d --cni --cpu-shares 0 {IMAGE_NAME} {POD} /bin/busybox sleep 900",
+            _sh(session, remove_stale_pods())
+            pod = f"{POD}-{uuid.uuid4().hex[:8]}"
+            code, _, err = _sh(session, f"{CTR} run -d --cni --cpu-shares 0 {IMAGE_NAME} {pod} /bin/busybox sleep 900",
                                timeout=120)
-            _, addr, err2 = _sh(session, f"{CTR} task exec --exec-id ip-{uuid.uuid4().hex[:6]} {POD} "
+            out["pod"] = pod
+            _, addr, err2 = _sh(session, f"{CTR} task exec --exec-id ip-{uuid.uuid4().hex[:6]} {pod} "
                                          "/bin/busybox ip -4 -o addr show eth0")
             out["pod_ip"] = smoke.parse_container_ip(addr)
             out["pod_error"] = "" if out["pod_ip"] else (err + err2).strip()[-300:]
@@ -126,7 +144,7 @@ def smoke_node(spec: ClusterSpec, node: str, address: str, instance_id: str | No
 
 
 @task(name="smoke-pod-network", task_run_name="smoke-pod-network-{node}", persist_result=True)
-def smoke_pod_network(spec: ClusterSpec, node: str, address: str, instance_id: str | None,
+def smoke_pod_network(spec: ClusterSpec, node: str, address: str, instance_id: str | None, pod: str,
                       peers: dict[str, str], boot_timeout: float = 60.0) -> dict:
     """From this worker's pod, ping every other worker's pod through the pod routes; then remove the pod."""
     session = _session(spec, node_by_name(spec, node), address, instance_id, boot_timeout)
@@ -135,10 +153,10 @@ def smoke_pod_network(spec: ClusterSpec, node: str, address: str, instance_id: s
         for peer, ip in sorted(peers.items()):
             if peer == node:
                 continue
-            _, said, err = _sh(session, f"{CTR} task exec --exec-id ping-{uuid.uuid4().hex[:6]} {POD} "
+            _, said, err = _sh(session, f"{CTR} task exec --exec-id ping-{uuid.uuid4().hex[:6]} {pod} "
                                         f"/bin/busybox ping -c 2 -W 2 {ip}", timeout=30)
             (reached if smoke.parse_ping(said) else unreachable).append(f"{peer} {ip}")
-        _sh(session, f"{CTR} task kill -s KILL {POD}; sleep 0.3; {CTR} task delete {POD}; {CTR} container delete {POD}; true")
+        _sh(session, remove_pod(pod))
     finally:
         session.close()
     return {"node": node, "reached": reached, "unreachable": unreachable}
@@ -271,7 +289,8 @@ def smoke_phase(spec: ClusterSpec, api_endpoint: str) -> list[Check]:
         try:
             _, pods = fan_out(spec, "smoke-pod-network", [w for w in spec.workers if w.short_name in peers],
                               lambda node, address, instance_id: smoke_pod_network.submit(
-                                  spec, node.short_name, address, instance_id, peers, timeout))
+                                  spec, node.short_name, address, instance_id, nodes[node.short_name]["pod"], peers,
+                                  timeout))
         except NodesFailed as exc:
             failures.update({f"pod network {k}": v for k, v in exc.group.failed.items()})
     api_result = api.result()

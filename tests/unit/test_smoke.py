@@ -56,15 +56,21 @@ NRestarts=2
 """
 
 
-def test_units_not_running_or_restarted_by_systemd_are_problems():
+def test_units_not_running_or_restarting_between_two_looks_are_problems():
     master = SPEC.masters[0]
-    problems = smoke.judge_units(master, ["etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager"],
-                                 smoke.parse_unit_show(SHOW))
-    assert problems == [
+    units = ["etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager"]
+    first = smoke.parse_unit_show(SHOW)
+    later = smoke.parse_unit_show(SHOW.replace("NRestarts=2", "NRestarts=3"))
+    assert smoke.judge_units(master, units, first, later) == [
         "master-0: kube-apiserver is activating/auto-restart",
-        "master-0: kube-scheduler restarted 2 times",
+        "master-0: kube-scheduler restarted 1 times in 6 s",
         "master-0: kube-controller-manager is ?/?",
     ]
+
+
+def test_restarts_before_the_first_look_are_history_not_a_problem():
+    shown = smoke.parse_unit_show(SHOW)
+    assert smoke.judge_units(SPEC.masters[0], ["kube-scheduler"], shown, shown) == []
 
 
 def test_node_clients_from_the_apiserver_journal():
