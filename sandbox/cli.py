@@ -15,7 +15,7 @@ from sandbox.state import state_dir
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "clusters" / "sandbox.yaml"
 
-DEMO_PHASES = ["network", "compute", "pki", "distribute"]
+DEMO_PHASES = ["network", "compute", "pki", "distribute", "bootstrap", "smoke"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -184,7 +184,7 @@ def _demo(args, state: Path) -> int:
         final = build_cluster(spec, phases=phases, return_state=True)
         run_id = final.state_details.flow_run_id
     else:
-        for name in register(spec):
+        for name in register(spec, nightly=None):
             print(f"deployment {name}")
         started = time.monotonic()
         flow_run = run_deployment(f"build-cluster/{spec.name}", parameters={"phases": phases}, timeout=None)
@@ -193,6 +193,13 @@ def _demo(args, state: Path) -> int:
     ui = env["PREFECT_API_URL"].removesuffix("/api")
     print(f"build-cluster/{spec.name} ({', '.join(phases)}): {final.name} in {elapsed:.1f} s")
     print(f"  flow run: {ui}/runs/flow-run/{run_id}")
+    checks = _smoke_checks(final)
+    if checks:
+        from groundup.smoke import report_table
+
+        print(report_table(checks))
+    elif "smoke" in phases:
+        print(_smoke_report(run_id, spec.name))
     if not final.is_completed():
         print(f"  {final.message}", file=sys.stderr)
         return 1
@@ -201,6 +208,30 @@ def _demo(args, state: Path) -> int:
         print(f"  admin kubeconfig: {export_admin_kubeconfig(spec)} (mode 0600)")
     print(f"  Prefect UI: {ui}")
     return 0
+
+
+def _smoke_checks(final) -> list:
+    """The smoke checks of a finished build-cluster run (passed or failed), when smoke ran."""
+    from groundup.smoke import Check
+
+    try:
+        outcome = final.result(raise_on_failure=False)
+    except Exception:  # the result is not readable from here: the run's page has the report
+        return []
+    if isinstance(outcome, BaseException):
+        return list(getattr(outcome, "all_checks", []) or [])
+    return [Check.from_dict(c) for c in (outcome or {}).get("smoke", [])]
+
+
+def _smoke_report(run_id, cluster: str) -> str:
+    """The smoke report the run published (its markdown artifact), read back from the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"smoke-{cluster}".lower()])),
+                                      flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return str(found[0].data) if found else "  (no smoke report was published: see the run's page)"
 
 
 def _check_spec_fits(spec, record: dict) -> None:
