@@ -60,7 +60,7 @@ def built(sandbox: Sandbox, tmp_path_factory) -> Path:
     if live:
         ec2.terminate_instances(InstanceIds=live)
     _wait_nodes_gone(sandbox, ips)
-    result = sandbox.groundup("demo", str(SPEC))
+    result = sandbox.groundup("demo", str(SPEC), "--phases", "network,compute,pki,distribute")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "build-cluster/groundup-sandbox (network, compute, pki, distribute): Completed" in result.stdout
     out = tmp_path_factory.mktemp("inspect")
