@@ -10,6 +10,7 @@ import time
 import httpx
 import yaml
 
+from groundup.spec import load_spec
 from sandbox.cli import DEMO_PHASES
 from tests.e2e.conftest import REPO, SPEC, Sandbox
 
@@ -49,6 +50,15 @@ def test_retry_from_the_ui_reruns_only_the_failed_node_and_the_phases_after_it(s
     spec["ssh"] = {**spec.get("ssh", {}), "boot_timeout_s": 5}
     api = _api(sandbox)
     deployment = api.get("/deployments/name/build-cluster/groundup-sandbox").raise_for_status().json()
+    launched = subprocess.run([sys.executable, "-m", "groundup.cli", "build", str(SPEC), "--phases", "network,compute"],
+                              cwd=REPO, env=sandbox.env, capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    worker_ip = next(str(n.private_ip) for n in load_spec(SPEC).nodes if n.short_name == "worker-1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+            worker_ip in sandbox.nodes() and sandbox.node_exec("worker-1", "systemctl", "is-system-running",
+                                                               "--wait").returncode in (0, 1)):
+        time.sleep(0.5)
 
     stopped = sandbox.node_exec("worker-1", "systemctl", "stop", "ssh.service", "ssh.socket")
     assert stopped.returncode == 0, stopped.stderr
