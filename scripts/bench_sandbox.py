@@ -56,7 +56,7 @@ def main() -> int:
     lifecycle.down(state)
     spec = spec_with_workers(args.workers, Path(tempfile.mkdtemp(prefix="groundup-bench-")))
     memory_before = available_mib()
-    report = lifecycle.up(spec, state, with_prefect=not args.no_prefect or args.demo, out=lambda s: None)
+    report = lifecycle.up(state, with_prefect=not args.no_prefect or args.demo, out=lambda s: None)
     time.sleep(2)
     nodes = len(lifecycle.status(state)["nodes"])
     result = {
