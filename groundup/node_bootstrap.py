@@ -138,15 +138,10 @@ class NodeBootstrapper:
         return report.uploaded + report.fixed
 
     def digests(self, paths: set[str]) -> dict[str, str]:
+        """sha256 of every path that exists on the node (the session's own file-state probe)."""
         if not paths:
             return {}
-        quoted = " ".join(shlex.quote(p) for p in sorted(paths))
-        _, out, _ = self.run(f"for f in {quoted}; do [ -f \"$f\" ] && sha256sum \"$f\"; done; true")
-        found = {}
-        for line in out.splitlines():
-            digest, path = line.split(None, 1)
-            found[path.strip()] = digest
-        return found
+        return {path: state[3] for path, state in self.session.remote_state(sorted(paths)).items()}
 
     def recorded(self) -> dict[str, str]:
         _, out, _ = self.run(f"cat {UNIT_RECORD} 2>/dev/null || echo '{{}}'")

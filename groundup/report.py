@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from groundup.smoke import Check, Status
+from groundup.smoke import Check, Status, table_rows
 from groundup.spec import ClusterSpec
 
 
@@ -70,11 +70,7 @@ def smoke_summary(checks: Sequence[Check]) -> str:
 
 
 def smoke_table(checks: Sequence[Check]) -> list[str]:
-    rows = ["| check | where it ran | result | detail |", "|---|---|---|---|"]
-    for check in checks:
-        detail = check.detail.replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| {check.name} | {check.where.value} | {check.status.value} | {detail} |")
-    return rows
+    return table_rows(list(checks))
 
 
 def build_report(spec: ClusterSpec, net: dict[str, str], nodes: dict[str, dict], phases: list[str], *,

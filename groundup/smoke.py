@@ -237,12 +237,17 @@ def failures(checks: list[Check]) -> list[Check]:
 def report_markdown(spec: ClusterSpec, checks: list[Check], api: str) -> str:
     """The smoke report: every check with where it ran and how it ended."""
     verdict = "FAILED" if failures(checks) else "passed"
-    lines = [f"# Smoke test of `{spec.name}`: {verdict}", "", f"API: {api}", "",
-             "| check | where it ran | result | detail |", "|---|---|---|---|"]
+    lines = [f"# Smoke test of `{spec.name}`: {verdict}", "", f"API: {api}", "", *table_rows(checks)]
+    return "\n".join(lines) + "\n"
+
+
+def table_rows(checks: list[Check]) -> list[str]:
+    """The markdown table of checks: name, where it ran, result, detail."""
+    rows = ["| check | where it ran | result | detail |", "|---|---|---|---|"]
     for check in checks:
         detail = check.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {check.name} | {check.where.value} | {check.status.value} | {detail} |")
-    return "\n".join(lines) + "\n"
+        rows.append(f"| {check.name} | {check.where.value} | {check.status.value} | {detail} |")
+    return rows
 
 
 def report_table(checks: list[Check]) -> str:
