@@ -7,7 +7,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: deps venv test unit integration e2e demo down status bench clean
+.PHONY: deps venv test unit integration e2e demo down status bench chaos clean
 
 deps:
 	bash scripts/install-deps.sh
@@ -46,8 +46,10 @@ status: venv
 	$(BIN)/groundup sandbox status
 
 bench: venv
-	$(BIN)/python scripts/benchmark.py
-	$(BIN)/python scripts/bench_pki.py
+	$(BIN)/python scripts/bench_build.py
+
+chaos: venv
+	$(BIN)/python scripts/chaos.py
 
 clean:
 	rm -rf $(VENV) .prefect .state
