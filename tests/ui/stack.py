@@ -1,135 +1,30 @@
 """What the deployment and browser tests run against, short of the sandbox: a real `prefect server
 start` (own PREFECT_HOME, free loopback port, scheduler on), process workers on the `groundup` pool,
-and a fault-injecting proxy in front of the session's moto server (the flows reach it through
-`AWS_ENDPOINT_URL`, so no flow code changes to inject a failure)."""
+and a fault-injecting proxy in front of the session's moto server (`sandbox.faultproxy`: the flows reach it
+through `AWS_ENDPOINT_URL`, so no flow code changes to inject a failure)."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
+from sandbox.faultproxy import Fault, FaultProxy
 from sandbox.moto import free_port
 from sandbox.prefect_server import REPO_ROOT, base_environment, start_server, stop_group, wait_healthy
+
+__all__ = ["AWS_TEST_ENV", "Fault", "FaultProxy", "PrefectStack", "RetryingClient", "child_flow_runs",
+           "prefect_stack", "task_runs", "wait_flow_run"]
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": "us-east-2"}
-
-
-# AWS fault proxy ---------------------------------------------------------------------------------
-
-@dataclass
-class Fault:
-    """Answer the next `times` requests whose body holds every `match` string with an AWS error
-    (or, with `delay_s` or `hold`, forward them late: after the delay, once `hold` is set)."""
-
-    match: tuple[str, ...]
-    times: int = 1
-    code: str = "UnauthorizedOperation"
-    message: str = "You are not authorized to perform this operation (fault injected by the test)."
-    status: int = 403
-    delay_s: float = 0.0
-    hold: threading.Event | None = None
-    reached: threading.Event = field(default_factory=threading.Event)
-    hits: int = 0
-
-
-@dataclass
-class FaultProxy:
-    """An HTTP proxy on 127.0.0.1 in front of a moto server; `faults` are consulted per request."""
-
-    upstream: str
-    faults: list[Fault] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def endpoint(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def inject(self, fault: Fault) -> Fault:
-        with self.lock:
-            self.faults.append(fault)
-        return fault
-
-    def clear(self) -> None:
-        with self.lock:
-            self.faults.clear()
-
-    def _take(self, body: bytes) -> Fault | None:
-        text = body.decode("utf-8", "replace")
-        with self.lock:
-            for fault in self.faults:
-                if fault.hits < fault.times and all(m in text for m in fault.match):
-                    fault.hits += 1
-                    fault.reached.set()
-                    return fault
-        return None
-
-    def start(self) -> FaultProxy:
-        proxy = self
-        target = urlsplit(self.upstream)
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _relay(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fault = proxy._take(body)
-                if fault is not None and not fault.delay_s and fault.hold is None:
-                    payload = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error>"
-                               f"<Code>{fault.code}</Code><Message>{fault.message}</Message></Error></Errors>"
-                               f"<RequestID>fault-injected</RequestID></Response>").encode()
-                    self.send_response(fault.status)
-                    self.send_header("Content-Type", "text/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                if fault is not None:
-                    time.sleep(fault.delay_s)
-                    if fault.hold is not None:
-                        fault.hold.wait(300)
-                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
-                conn.request(self.command, self.path, body=body or None, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                self.send_response(response.status, response.reason)
-                for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 class RetryingClient(httpx.Client):
