@@ -1,13 +1,15 @@
 """Preflight for every command that talks to AWS: credentials, endpoint, region, caller identity.
 
 Runs before any flow starts and answers within seconds: each call has a short connect and
-read timeout and a single attempt. A failure is a `PreflightError` whose message is one
-paragraph saying what is wrong and what to do.
+read timeout and a single attempt (an answer that says "throttled, try later" is retried for a few
+seconds). A failure is a `PreflightError` whose message is one paragraph saying what is wrong and
+what to do.
 """
 
 from __future__ import annotations
 
 import difflib
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,12 @@ CREDENTIAL_HELP = (
     "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile from "
     "`aws configure`; for the local sandbox, source /var/lib/groundup-sandbox/env."
 )
+# Answers that mean "later": retried with backoff (the total stays within the preflight's seconds).
+THROTTLING_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+     "RequestThrottled", "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure"}
+)
+THROTTLING_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 REJECTED_CODES = frozenset(
     {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException",
      "UnrecognizedClientException", "AuthFailure", "InvalidAccessKeyId", "IncompleteSignature"}
@@ -137,7 +145,40 @@ def _check_region_enabled(region: str, regions: list[dict], endpoint: str) -> No
 
 
 def _call(client: Any, operation: str, source: str, fn: Any, **kwargs: Any) -> dict:
-    """One AWS call with the preflight's timeouts, its failure turned into advice."""
+    """One AWS call with the preflight's timeouts, its failure turned into advice. Throttling and
+    service-side hiccups are retried (jittered backoff, about 8 s at most); nothing else is."""
+    endpoint = client.meta.endpoint_url
+    for delay in THROTTLING_BACKOFF_S:
+        try:
+            return _attempt(client, operation, source, fn, **kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in THROTTLING_CODES:
+                raise _advice(exc, operation, source, endpoint) from None
+            time.sleep(delay * (0.5 + random.random() / 2))
+    try:
+        return _attempt(client, operation, source, fn, **kwargs)
+    except ClientError as exc:
+        raise _advice(exc, operation, source, endpoint) from None
+
+
+def _advice(exc: ClientError, operation: str, source: str, endpoint: str) -> PreflightError:
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", "?"), error.get("Message", "")
+    if code in REJECTED_CODES:
+        return PreflightError(
+            f"AWS rejected the credentials from {source} ({code}: {message}). Check or renew the access "
+            f"key, session token or profile. {CREDENTIAL_HELP}"
+        )
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        return PreflightError(
+            f"the credentials from {source} may not call {operation} ({code}). groundup needs EC2, "
+            f"ELBv2 and STS permissions; ask your AWS administrator for them."
+        )
+    return PreflightError(f"{operation} at {endpoint} failed: {code}: {message}")
+
+
+def _attempt(client: Any, operation: str, source: str, fn: Any, **kwargs: Any) -> dict:
+    """One call; every failure but an AWS error answer becomes advice at once."""
     endpoint = client.meta.endpoint_url
     try:
         return fn(**kwargs)
@@ -156,20 +197,6 @@ def _call(client: Any, operation: str, source: str, fn: Any, **kwargs: Any) -> d
         ) from None
     except NoRegionError:
         raise PreflightError("no AWS region: set `region:` in the spec.") from None
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code, message = error.get("Code", "?"), error.get("Message", "")
-        if code in REJECTED_CODES:
-            raise PreflightError(
-                f"AWS rejected the credentials from {source} ({code}: {message}). Check or renew the access "
-                f"key, session token or profile. {CREDENTIAL_HELP}"
-            ) from None
-        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-            raise PreflightError(
-                f"the credentials from {source} may not call {operation} ({code}). groundup needs EC2, "
-                f"ELBv2 and STS permissions; ask your AWS administrator for them."
-            ) from None
-        raise PreflightError(f"{operation} at {endpoint} failed: {code}: {message}") from None
     except ResponseParserError:
         raise PreflightError(
             f"{operation} at {endpoint} failed: the answer is not an AWS API response. Check that "
