@@ -61,6 +61,14 @@ def compute_phase(spec: ClusterSpec, net: dict[str, str]) -> dict[str, str]:
     return gather(launches, "compute")
 
 
+def node_changes(summary: dict) -> dict[str, int]:
+    """What the node phases changed, all nodes together: files uploaded or fixed, binaries downloaded,
+    files changed and units restarted by the bootstrap (0 everywhere on a re-run of a built cluster)."""
+    distributed, bootstrapped = summary.get("distribute", {}), summary.get("bootstrap", {})
+    return {"uploaded": distributed.get("uploaded", 0), "fixed": distributed.get("fixed", 0),
+            **{key: bootstrapped.get(key, 0) for key in ("downloaded", "files_changed", "restarted")}}
+
+
 @flow(name="build-cluster", task_runner=ThreadPoolTaskRunner(max_workers=32), log_prints=False)
 def build_cluster(spec: ClusterSpec, phases: list[str] | None = None, lock: LockMode = LockMode.wait) -> dict:
     """Build the cluster described by `spec`; `phases` limits the run to some phases (default: all).
@@ -121,6 +129,7 @@ def _build(spec: ClusterSpec, wanted: list[str]) -> dict:
         create_markdown_artifact(key=f"build-{spec.name}".lower(), markdown=report,
                                  description=f"build-cluster {spec.name}")
     summary["seconds"] = {name: round(s, 2) for name, s in times.seconds.items()}
+    summary["changes"] = node_changes(summary)
     logger.info("cluster %s: phases %s done in %s; API endpoint https://%s:6443", spec.name, ", ".join(wanted),
                 ", ".join(f"{k} {v:.1f} s" for k, v in times.seconds.items()), api_endpoint)
     return summary

@@ -92,7 +92,7 @@ def bootstrap_phase(spec: ClusterSpec, api_endpoint: str, instances: dict[str, d
               for w in spec.workers if w.short_name in instances}
     routes["stale pod routes"] = remove_stale_pod_routes.submit(spec)
     try:
-        outcomes, _ = fan_out(
+        outcomes, details = fan_out(
             spec, "bootstrap", spec.nodes,
             lambda node, address, instance_id: bootstrap_node.submit(spec, node.short_name, address, instance_id,
                                                                      api_endpoint, timeout),
@@ -103,4 +103,8 @@ def bootstrap_phase(spec: ClusterSpec, api_endpoint: str, instances: dict[str, d
         wait(list(routes.values()))
     routed = gather(routes, "bootstrap")
     addons = gather({"cluster add-ons": apply_cluster_addons.submit(spec, api_endpoint)}, "bootstrap")
-    return {"nodes": outcomes, "pod_routes": routed, "addons": addons["cluster add-ons"]}
+    counts = {key: sum(len(d.get(key, [])) for d in details.values())
+              for key in ("downloaded", "files_changed", "restarted")}
+    get_run_logger().info("bootstrap: %d downloaded, %d files changed, %d units restarted on %d nodes",
+                          counts["downloaded"], counts["files_changed"], counts["restarted"], len(details))
+    return {"nodes": outcomes, "pod_routes": routed, "addons": addons["cluster add-ons"], **counts}

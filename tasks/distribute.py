@@ -30,14 +30,19 @@ def distribute_node(spec: ClusterSpec, node: str, address: str, instance_id: str
     return result.as_result()
 
 
-def distribute_phase(spec: ClusterSpec, *, boot_timeout: float | None = None) -> dict[str, str]:
-    """Distribute to every node in parallel; returns {node: 'ok' | error}, raising if any failed."""
+def distribute_phase(spec: ClusterSpec, *, boot_timeout: float | None = None) -> dict:
+    """Distribute to every node in parallel, raising if any failed; returns {'nodes': {node: 'ok'}} and
+    how many files were uploaded, fixed (mode or owner) and found unchanged on all nodes together."""
     timeout = boot_timeout if boot_timeout is not None else boot_timeout_for(spec)
-    outcomes, _ = fan_out(
+    outcomes, details = fan_out(
         spec, "distribution", spec.nodes,
         lambda node, address, instance_id: distribute_node.submit(spec, node.short_name, address, instance_id,
                                                                   timeout),
         lambda d: {"uploaded": len(d.get("uploaded", [])), "unchanged": len(d.get("skipped", [])),
                    "host key": d.get("host_key_source", ""), "seconds": d.get("seconds", "")},
     )
-    return outcomes
+    totals = {key: sum(len(d.get(key, [])) for d in details.values()) for key in ("uploaded", "fixed", "skipped")}
+    get_run_logger().info("distribution: %d uploaded, %d fixed, %d unchanged on %d nodes", totals["uploaded"],
+                          totals["fixed"], totals["skipped"], len(details))
+    return {"nodes": outcomes, "uploaded": totals["uploaded"], "fixed": totals["fixed"],
+            "unchanged": totals["skipped"]}
