@@ -17,8 +17,7 @@ import yaml
 from deployments.register import DEFAULT_NIGHTLY, WORK_POOL, register
 from groundup.concurrency import limit_name
 from groundup.spec import ClusterSpec, parse_spec
-from tests.ui.stack import (AWS_TEST_ENV, Fault, FaultProxy, child_flow_runs, prefect_stack, task_runs,
-                            wait_flow_run)
+from tests.ui.stack import Fault, child_flow_runs, task_runs, wait_flow_run
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -27,27 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 def small_spec(name: str) -> ClusterSpec:
     data = yaml.safe_load((REPO / "clusters" / "sandbox.yaml").read_text())
     return parse_spec({**data, "name": name, "master_count": 1, "worker_count": 2})
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with prefect_stack(tmp_path_factory.mktemp("prefect-deployments")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(moto_server):
-    moto_server.reset()
-    running = FaultProxy(moto_server.endpoint).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def worker(stack, proxy, tmp_path_factory):
-    home = tmp_path_factory.mktemp("worker")
-    env = {**AWS_TEST_ENV, "AWS_ENDPOINT_URL": proxy.endpoint, "GROUNDUP_ARTIFACTS": str(home / "artifacts")}
-    return stack.start_worker("deployments-test-worker", WORK_POOL, env, home / "worker.log")
 
 
 def test_deploying_twice_keeps_one_pool_and_four_deployments(stack) -> None:

@@ -8,35 +8,14 @@ import pytest
 from prefect import flow
 
 from deployments.concurrency import cluster_lock
-from deployments.register import WORK_POOL, register
+from deployments.register import register
 from groundup.spec import ClusterSpec
 from tests.integration.awsprobe import owned
 from tests.integration.test_deployments import small_spec
-from tests.ui.stack import AWS_TEST_ENV, Fault, FaultProxy, child_flow_runs, prefect_stack, task_runs, wait_flow_run
+from tests.ui.stack import AWS_TEST_ENV, Fault, child_flow_runs, task_runs, wait_flow_run
 
 pytestmark = pytest.mark.integration
 PHASES = ["network", "compute"]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with prefect_stack(tmp_path_factory.mktemp("prefect-rebuild")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def proxy(moto_server):
-    moto_server.reset()
-    running = FaultProxy(moto_server.endpoint).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def worker(stack, proxy, tmp_path_factory):
-    home = tmp_path_factory.mktemp("rebuild-worker")
-    env = {**AWS_TEST_ENV, "AWS_ENDPOINT_URL": proxy.endpoint, "GROUNDUP_ARTIFACTS": str(home / "artifacts")}
-    return stack.start_worker("rebuild-test-worker", WORK_POOL, env, home / "worker.log")
 
 
 @pytest.fixture
