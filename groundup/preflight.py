@@ -45,7 +45,7 @@ THROTTLING_CODES = frozenset(
     {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
      "RequestThrottled", "ServiceUnavailable", "Unavailable", "InternalError", "InternalFailure"}
 )
-THROTTLING_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # six attempts, as the AWS steps get
+THROTTLING_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)  # six attempts within about 8 s
 REJECTED_CODES = frozenset(
     {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException",
      "UnrecognizedClientException", "AuthFailure", "InvalidAccessKeyId", "IncompleteSignature"}
