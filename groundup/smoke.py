@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import asdict, dataclass
 from enum import Enum
 
@@ -114,28 +115,61 @@ def health_from_failure(spec: ClusterSpec, output: str) -> dict[str, bool]:
 
 # units -------------------------------------------------------------------------------------------
 
+NOW_PROPERTY = "MonotonicNow"
+
+
 def unit_show_command(units: list[str]) -> str:
-    return "systemctl show -p Id,ActiveState,SubState,NRestarts " + " ".join(f"{u}.service" for u in units)
+    """The units' states, restart counts and when each last became active, after the node's monotonic
+    clock (`MonotonicNow=` in microseconds, the clock of systemd's *Monotonic timestamps)."""
+    now = "import time; print('%s=%d' % (sys.argv[1], time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6))"
+    return (f"python3 -c \"import sys; {now}\" {NOW_PROPERTY}; echo; "
+            "systemctl show -p Id,ActiveState,SubState,NRestarts,ActiveEnterTimestampMonotonic "
+            + " ".join(f"{u}.service" for u in units))
 
 
 def parse_unit_show(output: str) -> dict[str, dict[str, str]]:
-    """`systemctl show -p ...` blocks -> {unit: {ActiveState, SubState, NRestarts}}."""
+    """`systemctl show -p ...` blocks -> {unit: {ActiveState, SubState, NRestarts, ...}}; the node's
+    clock, when the output has it, under NOW_PROPERTY."""
     units: dict[str, dict[str, str]] = {}
     for block in output.strip().split("\n\n"):
         fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         if "Id" in fields:
             units[fields["Id"].removesuffix(".service")] = fields
+        elif NOW_PROPERTY in fields:
+            units[NOW_PROPERTY] = fields
     return units
 
 
 RESTART_WINDOW_S = 6.0
-"""Two looks at the units this far apart (longer than the units' RestartSec) tell a crash loop."""
+"""No unit may have (re)started within this long (longer than the units' RestartSec): a crash loop
+restarts inside it."""
+
+
+def _active_for(fields: dict[str, str], shown: dict[str, dict[str, str]]) -> float | None:
+    """Seconds the unit has been active at the time of the look, when the look has both clocks."""
+    now = shown.get(NOW_PROPERTY, {}).get(NOW_PROPERTY)
+    entered = fields.get("ActiveEnterTimestampMonotonic")
+    if not now or not entered or not entered.isdigit() or int(entered) == 0:
+        return None
+    return (int(now) - int(entered)) / 1e6
+
+
+def settle_seconds(wanted: list[str], shown: dict[str, dict[str, str]]) -> float:
+    """How long to wait before a second look so that the window covers RESTART_WINDOW_S of every
+    unit's life: 0 when each has been active that long already (a built cluster), the whole window
+    when the look has no clock."""
+    ages = [_active_for(shown.get(unit, {}), shown) for unit in wanted]
+    if any(age is None for age in ages):
+        return RESTART_WINDOW_S
+    return max(0.0, min(RESTART_WINDOW_S, RESTART_WINDOW_S - min(ages, default=RESTART_WINDOW_S)))
 
 
 def judge_units(node: Node, wanted: list[str], shown: dict[str, dict[str, str]],
                 later: dict[str, dict[str, str]] | None = None) -> list[str]:
-    """Problems with the node's units: not active (running, or exited for a oneshot), or restarted by
-    systemd between the two looks (`later`, taken RESTART_WINDOW_S after `shown`)."""
+    """Problems with the node's units: not active (running, or exited for a oneshot), restarted by
+    systemd between the two looks (`shown`, then `later`), or (when the looks carry the node's clock)
+    active for less than RESTART_WINDOW_S at the last look. One look suffices when every unit has
+    been active for the whole window (`settle_seconds` is 0)."""
     problems = []
     later = later if later is not None else shown
     for unit in wanted:
@@ -143,10 +177,14 @@ def judge_units(node: Node, wanted: list[str], shown: dict[str, dict[str, str]],
         states = {f"{f.get('ActiveState', '?')}/{f.get('SubState', '?')}" for f in (first, last)}
         bad = sorted(states - {"active/running", "active/exited"})
         restarts = int(last.get("NRestarts") or 0) - int(first.get("NRestarts") or 0)
+        age = _active_for(last, later)
         if bad:
             problems.append(f"{node.short_name}: {unit} is {bad[0]}")
         elif restarts > 0:
             problems.append(f"{node.short_name}: {unit} restarted {restarts} times in {RESTART_WINDOW_S:.0f} s")
+        elif age is not None and age < RESTART_WINDOW_S - 0.05:
+            problems.append(f"{node.short_name}: {unit} became active again {age:.1f} s before the last look "
+                            f"(restarted within {RESTART_WINDOW_S:.0f} s)")
     return problems
 
 
@@ -220,6 +258,27 @@ def parse_container_ip(ip_output: str) -> str | None:
     """The IPv4 address of eth0 from `ip -4 -o addr show eth0` inside a container."""
     match = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", ip_output)
     return match.group(1) if match else None
+
+
+def ping_all_command(ips: list[str]) -> str:
+    """One busybox shell in the pod that pings every address at once (two packets each, as one ping
+    would), each result printed whole after a `== <ip>` line."""
+    script = ('for ip in "$@"; do (out=$(/bin/busybox ping -c 2 -W 2 "$ip" 2>&1); '
+              'printf "== %s\\n%s\\n" "$ip" "$out") & done; wait')
+    return f"/bin/busybox sh -c {shlex.quote(script)} ping-all " + " ".join(shlex.quote(ip) for ip in ips)
+
+
+def parse_ping_all(output: str, ips: list[str]) -> dict[str, bool]:
+    """`ping_all_command` output -> {ip: at least one reply}; an address with no section did not answer."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in output.splitlines():
+        if line.startswith("== "):
+            current = line[3:].strip()
+            sections.setdefault(current, [])
+        elif current is not None:
+            sections[current].append(line)
+    return {ip: parse_ping("\n".join(sections.get(ip, []))) for ip in ips}
 
 
 def parse_ping(output: str) -> bool:

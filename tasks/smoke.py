@@ -101,61 +101,88 @@ def smoke_node(spec: ClusterSpec, node: str, address: str, instance_id: str | No
     out: dict = {"node": node, "role": target.role.value}
     try:
         _, shown, _ = _sh(session, smoke.unit_show_command(units))
-        time.sleep(smoke.RESTART_WINDOW_S)
-        _, later, _ = _sh(session, smoke.unit_show_command(units))
-        problems = smoke.judge_units(target, units, smoke.parse_unit_show(shown), smoke.parse_unit_show(later))
+        first = later = smoke.parse_unit_show(shown)
+        wait = smoke.settle_seconds(units, first)
+        settled = time.monotonic() + wait
+        if target.role is Role.master:
+            out.update(_master_checks(spec, target, session))
+        else:
+            out.update(_worker_checks(session, IMAGE_NAME, image_archive(find_busybox().read_bytes())))
+        if wait > 0:  # the second look once the window covers every unit (the checks above ran inside it)
+            time.sleep(max(0.0, settled - time.monotonic()))
+            later = smoke.parse_unit_show(_sh(session, smoke.unit_show_command(units))[1])
+        out["unit_looks"] = 2 if wait > 0 else 1
+        problems = smoke.judge_units(target, units, first, later)
         for i, problem in enumerate(problems):
             unit = problem.split(": ", 1)[1].split()[0]
             _, why, _ = _sh(session, f"journalctl _SYSTEMD_UNIT={unit}.service -n 40 --no-pager -o cat | grep -iE 'error|fail|refus|invalid' | tail -n 2")
             if why.strip():
                 problems[i] = f"{problem} ({' / '.join(why.strip().splitlines())[:300]})"
         out["unit_problems"] = problems
-        if target.role is Role.master:
-            endpoints = smoke.etcd_endpoints(spec)
-            code, members, err = _sh(session, smoke.etcdctl(target, f"--endpoints={endpoints}", "member list -w json"))
-            out["etcd_members"] = smoke.parse_member_list(members) if code == 0 else []
-            out["etcd_error"] = "" if code == 0 else err.strip()[:300]
-            code, health, err = _sh(session, smoke.etcdctl(target, f"--endpoints={endpoints}", "endpoint health -w json"))
-            try:
-                out["etcd_health"] = smoke.parse_endpoint_health(health)
-            except ValueError:
-                out["etcd_health"] = smoke.health_from_failure(spec, health + err)
-            _, journal, _ = _sh(session, "journalctl -u kube-apiserver --no-pager -o cat | grep -i 'client' | tail -n 2000")
-            out["api_clients"] = sorted(smoke.parse_client_identities(journal))
-        else:
-            session.sync([RemoteFile(IMAGE_PATH, image_archive(find_busybox().read_bytes()), 0o600)])
-            code, _, err = _sh(session, f"{CTR} image import {IMAGE_PATH} >/dev/null", timeout=120)
-            hello = f"groundup-smoke-{uuid.uuid4().hex[:8]}"
-            code, said, err2 = _sh(session, f"{CTR} run --rm --cpu-shares 0 {IMAGE_NAME} {hello} "
-                                            "/bin/busybox echo groundup-smoke", timeout=120)
-            out["container"] = "ok" if code == 0 and "groundup-smoke" in said else (err + err2).strip()[-300:]
-            _sh(session, remove_stale_pods())
-            pod = f"{POD}-{uuid.uuid4().hex[:8]}"
-            code, _, err = _sh(session, f"{CTR} run -d --cni --cpu-shares 0 {IMAGE_NAME} {pod} /bin/busybox sleep 900",
-                               timeout=120)
-            out["pod"] = pod
-            _, addr, err2 = _sh(session, f"{CTR} task exec --exec-id ip-{uuid.uuid4().hex[:6]} {pod} "
-                                         "/bin/busybox ip -4 -o addr show eth0")
-            out["pod_ip"] = smoke.parse_container_ip(addr)
-            out["pod_error"] = "" if out["pod_ip"] else (err + err2).strip()[-300:]
     finally:
         session.close()
+    return out
+
+
+def _master_checks(spec: ClusterSpec, master: Node, session) -> dict:
+    """etcd's members and health over mTLS, and the clients the API server logged."""
+    out: dict = {}
+    endpoints = smoke.etcd_endpoints(spec)
+    code, members, err = _sh(session, smoke.etcdctl(master, f"--endpoints={endpoints}", "member list -w json"))
+    out["etcd_members"] = smoke.parse_member_list(members) if code == 0 else []
+    out["etcd_error"] = "" if code == 0 else err.strip()[:300]
+    code, health, err = _sh(session, smoke.etcdctl(master, f"--endpoints={endpoints}", "endpoint health -w json"))
+    try:
+        out["etcd_health"] = smoke.parse_endpoint_health(health)
+    except ValueError:
+        out["etcd_health"] = smoke.health_from_failure(spec, health + err)
+    _, journal, _ = _sh(session, "journalctl -u kube-apiserver --no-pager -o cat | grep -i 'client' | tail -n 2000")
+    out["api_clients"] = sorted(smoke.parse_client_identities(journal))
+    return out
+
+
+POD_IP_WAIT_S = 10.0
+
+
+def _worker_checks(session, image: str, archive: bytes) -> dict:
+    """A container from the locally imported image, then a pod with its address (the pod stays for the ping)."""
+    out: dict = {}
+    session.sync([RemoteFile(IMAGE_PATH, archive, 0o600)])
+    hello = f"groundup-smoke-{uuid.uuid4().hex[:8]}"
+    code, said, err = _sh(session, f"{CTR} image import {IMAGE_PATH} >/dev/null && {CTR} run --rm --cpu-shares 0 "
+                                   f"{image} {hello} /bin/busybox echo groundup-smoke", timeout=120)
+    out["container"] = "ok" if code == 0 and "groundup-smoke" in said else err.strip()[-300:]
+    pod = f"{POD}-{uuid.uuid4().hex[:8]}"
+    code, _, err = _sh(session, f"{remove_stale_pods()}; {CTR} run -d --cni --cpu-shares 0 {image} {pod} "
+                                "/bin/busybox sleep 900", timeout=120)
+    out["pod"] = pod
+    deadline = time.monotonic() + POD_IP_WAIT_S
+    while True:
+        shown, addr, err2 = _sh(session, f"{CTR} task exec --exec-id ip-{uuid.uuid4().hex[:6]} {pod} "
+                                         "/bin/busybox ip -4 -o addr show eth0")
+        out["pod_ip"] = smoke.parse_container_ip(addr)
+        if out["pod_ip"] or code != 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    out["pod_error"] = "" if out["pod_ip"] else (
+        f"ctr run exited {code}, address look exited {shown}: {(err + err2 + addr).strip()[-300:]}")
     return out
 
 
 @task(name="smoke-pod-network", task_run_name="smoke-pod-network-{node}", persist_result=True)
 def smoke_pod_network(spec: ClusterSpec, node: str, address: str, instance_id: str | None, pod: str,
                       peers: dict[str, str], boot_timeout: float = 60.0) -> dict:
-    """From this worker's pod, ping every other worker's pod through the pod routes; then remove the pod."""
+    """From this worker's pod, ping every other worker's pod through the pod routes (all at once, in one
+    command); then remove the pod."""
     session = _session(spec, node_by_name(spec, node), address, instance_id, boot_timeout)
     reached, unreachable = [], []
     try:
-        for peer, ip in sorted(peers.items()):
-            if peer == node:
-                continue
-            _, said, err = _sh(session, f"{CTR} task exec --exec-id ping-{uuid.uuid4().hex[:6]} {pod} "
-                                        f"/bin/busybox ping -c 2 -W 2 {ip}", timeout=30)
-            (reached if smoke.parse_ping(said) else unreachable).append(f"{peer} {ip}")
+        others = {peer: ip for peer, ip in sorted(peers.items()) if peer != node}
+        _, said, _ = _sh(session, f"{CTR} task exec --exec-id ping-{uuid.uuid4().hex[:6]} {pod} "
+                                  + smoke.ping_all_command(list(others.values())), timeout=60)
+        answered = smoke.parse_ping_all(said, list(others.values()))
+        for peer, ip in others.items():
+            (reached if answered[ip] else unreachable).append(f"{peer} {ip}")
         _sh(session, remove_pod(pod))
     finally:
         session.close()

@@ -73,6 +73,52 @@ def test_restarts_before_the_first_look_are_history_not_a_problem():
     assert smoke.judge_units(SPEC.masters[0], ["kube-scheduler"], shown, shown) == []
 
 
+def _look(now_s: float, units: dict[str, tuple[str, int, float]]) -> dict:
+    """A look with the node's clock: {unit: (ActiveState/SubState, NRestarts, active since, s)}."""
+    blocks = [f"MonotonicNow={int(now_s * 1e6)}"]
+    for unit, (state, restarts, since) in units.items():
+        active, sub = state.split("/")
+        blocks.append(f"Id={unit}.service\nActiveState={active}\nSubState={sub}\nNRestarts={restarts}\n"
+                      f"ActiveEnterTimestampMonotonic={int(since * 1e6)}")
+    return smoke.parse_unit_show("\n\n".join(blocks))
+
+
+def test_units_active_for_the_whole_window_need_one_look():
+    look = _look(1000.0, {"etcd": ("active/running", 0, 100.0), "kube-scheduler": ("active/running", 3, 990.0)})
+    assert smoke.settle_seconds(["etcd", "kube-scheduler"], look) == 0.0
+    assert smoke.judge_units(SPEC.masters[0], ["etcd", "kube-scheduler"], look) == []
+
+
+def test_a_unit_started_moments_ago_waits_out_the_rest_of_the_window():
+    first = _look(1000.0, {"etcd": ("active/running", 0, 100.0), "kube-scheduler": ("active/running", 0, 998.5)})
+    assert smoke.settle_seconds(["etcd", "kube-scheduler"], first) == smoke.RESTART_WINDOW_S - 1.5
+    steady = _look(1004.6, {"etcd": ("active/running", 0, 100.0), "kube-scheduler": ("active/running", 0, 998.5)})
+    assert smoke.judge_units(SPEC.masters[0], ["etcd", "kube-scheduler"], first, steady) == []
+
+
+def test_a_restart_inside_the_window_is_a_problem_even_between_looks_that_agree_on_nrestarts():
+    first = _look(1000.0, {"kube-scheduler": ("active/running", 0, 998.5)})
+    restarted = _look(1004.6, {"kube-scheduler": ("active/running", 0, 1003.0)})
+    assert smoke.judge_units(SPEC.masters[0], ["kube-scheduler"], first, restarted) == [
+        "master-0: kube-scheduler became active again 1.6 s before the last look (restarted within 6 s)"]
+    counted = _look(1004.6, {"kube-scheduler": ("active/running", 1, 1003.0)})
+    assert smoke.judge_units(SPEC.masters[0], ["kube-scheduler"], first, counted) == [
+        "master-0: kube-scheduler restarted 1 times in 6 s"]
+
+
+def test_a_look_without_the_node_clock_waits_the_whole_window():
+    assert smoke.settle_seconds(["etcd"], smoke.parse_unit_show(SHOW)) == smoke.RESTART_WINDOW_S
+
+
+def test_pings_to_every_peer_at_once_are_told_apart_by_address():
+    output = ("== 10.200.2.2\nPING 10.200.2.2: 56 data bytes\n2 packets transmitted, 0 packets received\n"
+              "== 10.200.1.2\nPING 10.200.1.2: 56 data bytes\n64 bytes from 10.200.1.2: seq=0\n"
+              "2 packets transmitted, 2 packets received, 0% packet loss\n")
+    ips = ["10.200.1.2", "10.200.2.2", "10.200.3.2"]
+    assert smoke.parse_ping_all(output, ips) == {"10.200.1.2": True, "10.200.2.2": False, "10.200.3.2": False}
+    assert "10.200.3.2" in smoke.ping_all_command(ips) and "ping -c 2 -W 2" in smoke.ping_all_command(ips)
+
+
 def test_node_clients_from_the_apiserver_journal():
     journal = "\n".join([
         "client CN=system:node:ip-10-240-0-20 O=system:nodes GET /api/v1/nodes/ip-10-240-0-20",
