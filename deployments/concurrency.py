@@ -8,21 +8,31 @@ The run holding it is recorded in the Prefect Variable `groundup-lock-<name>`, s
 wait fails with a message naming it. A flow that already holds the cluster (rebuild-and-test) runs
 its subflows (teardown, build) inside the same lock: nested `cluster_lock` calls for a held cluster
 pass straight through.
+
+The record also names the lease, the host and the process, so a run that died holding the cluster
+(its process killed: no `finally` ran) does not keep it for the lease's five minutes: a Retry of
+that run, any run once the holder's run has ended (Crashed, ...), or any run on the same machine
+once the holder's process is gone, takes the lock back at once and logs whose it was.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import httpx
 from prefect.client.orchestration import get_client
+from prefect.concurrency._leases import maintain_concurrency_lease
+from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from groundup.concurrency import ClusterBusy, Holder, LockMode, holder_variable, limit_name
+from groundup.concurrency import ClusterBusy, Holder, LockMode, holder_variable, limit_name, stale_reason
 
 __all__ = ["ClusterBusy", "LockMode", "cluster_lock", "current_holder", "ensure_cluster_limit"]
 
@@ -70,7 +80,17 @@ def _this_run() -> Holder | None:
     if not flow_run.id:
         return None
     return Holder(str(flow_run.id), str(flow_run.name), str(flow_run.flow_name),
-                  datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                  datetime.now(timezone.utc).isoformat(timespec="seconds"), host=socket.gethostname(), pid=os.getpid())
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _slots_in_use(cluster: str) -> int:
@@ -91,7 +111,6 @@ def cluster_lock(cluster: str, mode: LockMode | str = LockMode.wait,
     Raises ClusterBusy (naming the holder) in `fail` mode, TimeoutError after `timeout_s` in `wait` mode.
     """
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-    from prefect.concurrency.sync import concurrency
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 
     mode = LockMode(mode)
@@ -101,30 +120,64 @@ def cluster_lock(cluster: str, mode: LockMode | str = LockMode.wait,
     name = ensure_cluster_limit(cluster)
     logger = _logger()
     me = _this_run()
+    _take_back_stale(cluster, me, logger)
     if mode is LockMode.wait and _slots_in_use(cluster):
         holder = current_holder(cluster)
         logger.info("cluster %s is held by %s: waiting for it", cluster,
                     holder.describe() if holder else "another run")
-    stack = ExitStack()
     try:
-        stack.enter_context(concurrency(
-            name, occupy=1, strict=True, timeout_seconds=timeout_s, lease_duration=LEASE_SECONDS,
+        acquired = acquire_concurrency_slots_with_lease(
+            [name], 1, timeout_seconds=timeout_s, strict=True, lease_duration=LEASE_SECONDS,
             max_retries=0 if mode is LockMode.fail else None,
             holder=ConcurrencyLeaseHolder(type="flow_run", id=me.flow_run_id) if me else None,
-        ))
+        )
     except ConcurrencySlotAcquisitionError as exc:
         if _is_locked(exc):
             raise ClusterBusy(cluster, current_holder(cluster)) from None
         raise
-    with stack:
-        token = _held.set(_held.get() | {cluster})
-        _record(cluster, me)
-        logger.info("cluster %s: lock %s held by %s", cluster, name, me.describe() if me else "this process")
+    if me is not None:
+        me = replace(me, lease_id=str(acquired.lease_id))
+    try:
+        with maintain_concurrency_lease(acquired.lease_id, LEASE_SECONDS, raise_on_lease_renewal_failure=True):
+            token = _held.set(_held.get() | {cluster})
+            _record(cluster, me)
+            logger.info("cluster %s: lock %s held by %s", cluster, name, me.describe() if me else "this process")
+            try:
+                yield me
+            finally:
+                _forget(cluster, me)
+                _held.reset(token)
+    finally:
+        release_concurrency_slots_with_lease(acquired.lease_id)
+
+
+def _take_back_stale(cluster: str, me: Holder | None, logger) -> None:
+    """Release the lock of a recorded holder that died holding it (its process was killed, so its
+    lease would keep the cluster for up to LEASE_SECONDS): an earlier attempt of this very run, or a
+    run that has ended."""
+    from uuid import UUID
+
+    holder = current_holder(cluster)
+    if holder is None or not holder.lease_id:
+        return
+    state = None
+    if me is None or holder.flow_run_id != me.flow_run_id:
         try:
-            yield me
-        finally:
-            _forget(cluster, me)
-            _held.reset(token)
+            with get_client(sync_client=True) as client:
+                run = client.read_flow_run(UUID(holder.flow_run_id))
+            state = run.state.type.value if run.state else None
+        except (ObjectNotFound, ValueError):
+            state = "COMPLETED"
+    gone = holder.host == socket.gethostname() and holder.pid > 0 and not _process_alive(holder.pid)
+    why = stale_reason(holder, me.flow_run_id if me else None, state, process_gone=gone)
+    if why is None:
+        return
+    try:
+        release_concurrency_slots_with_lease(UUID(holder.lease_id))
+    except (httpx.HTTPStatusError, ObjectNotFound) as exc:
+        logger.info("cluster %s: the lease of %s is already gone (%s)", cluster, holder.describe(), exc)
+    _forget(cluster, holder)
+    logger.warning("cluster %s: took back the lock held by %s, %s", cluster, holder.describe(), why)
 
 
 def _record(cluster: str, me: Holder | None) -> None:
