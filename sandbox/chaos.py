@@ -248,14 +248,14 @@ def check_no_traceback(result: Result, *outputs: str) -> None:
 
 # the cases ---------------------------------------------------------------------------------------
 
-def case_throttling(bench: Bench, times: int = 6) -> Result:
+def case_throttling(bench: Bench, times: int = 5, phases: str = ALL_PHASES) -> Result:
     """Every AWS service throttles its first `times` calls, in the build and again in the teardown."""
     result = Result("throttling", f"first {times} calls of EC2, ELBv2 and STS answer RequestLimitExceeded (503) / "
                                   "Throttling (400), build and teardown")
     proxy = bench.start_proxy()
     for service in ("ec2", "elbv2", "sts"):
         proxy.inject(throttle(service, times))
-    done = bench.build()
+    done = bench.build(phases)
     result.ending, result.message = ended(done)
     check_no_traceback(result, done.stderr)
     hits = proxy.injected()
@@ -274,13 +274,13 @@ def case_throttling(bench: Bench, times: int = 6) -> Result:
     return result
 
 
-def case_eventual_consistency(bench: Bench, times: int = 2) -> Result:
+def case_eventual_consistency(bench: Bench, times: int = 2, phases: str = ALL_PHASES) -> Result:
     """Right after RunInstances, the next calls naming the new instance answer InvalidInstanceID.NotFound."""
     result = Result("eventual-consistency", f"the first {times} calls naming each new instance after RunInstances "
                                             "answer InvalidInstanceID.NotFound")
     proxy = bench.start_proxy()
     proxy.observe(new_instances_not_found(times))
-    done = bench.build()
+    done = bench.build(phases)
     result.ending, result.message = ended(done)
     check_no_traceback(result, done.stderr)
     result.notes.append(f"{len(proxy.noticed)} new instances, {proxy.injected()} calls answered NotFound")
@@ -291,7 +291,8 @@ def case_eventual_consistency(bench: Bench, times: int = 2) -> Result:
     return result
 
 
-def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: int = 10) -> Result:
+def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: int = 10,
+                          phases: str = ALL_PHASES) -> Result:
     """sshd off on one node for the whole build (it never answers after its first boot)."""
     result = Result("unreachable-node", f"sshd stopped on {node} as soon as it boots; ssh.boot_timeout_s "
                                         f"{boot_timeout_s}")
@@ -305,7 +306,7 @@ def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: 
 
     watch(lambda: bench.node_record(node) is not None and bench.node_record(node)["state"] == "running",
           stop_sshd, timeout=300)
-    done = bench.build()
+    done = bench.build(phases)
     result.ending, result.message = ended(done)
     check_no_traceback(result, done.stderr)
     if not stopped.is_set():
@@ -322,7 +323,7 @@ def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: 
     return result
 
 
-def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0") -> Result:
+def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0", phases: str = ALL_PHASES) -> Result:
     """Every sshd process on one node SIGKILLed while the distribute phase uploads to it."""
     result = Result("sshd-killed-mid-upload", f"all sshd processes on {node} SIGKILLed once distribute connects "
                                               "(systemd restarts sshd)")
@@ -336,7 +337,7 @@ def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0") -> Result:
         bench.note(f"sshd killed on {node}")
 
     watch(lambda: bench.ssh_established(node), kill_sshd, timeout=300, poll=0.05)
-    done = bench.build()
+    done = bench.build(phases)
     result.ending, result.message = ended(done)
     check_no_traceback(result, done.stderr)
     if not killed.is_set():
@@ -345,7 +346,7 @@ def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0") -> Result:
         result.message = first_line_naming(result.message, node)
         if node not in result.message:
             result.problems.append(f"the failure must name {node}")
-        again = bench.build()
+        again = bench.build(phases)
         result.notes.append(f"re-run: exit {again.returncode}")
         result.ending = "failed, re-run completed" if again.returncode == 0 else "failed, re-run failed"
         if again.returncode != 0:
@@ -482,9 +483,15 @@ def case_flow_run_killed(bench: Bench, phase: str = "bootstrap-") -> Result:
         return result
     first = _wait_run(api, run["id"], 120)
     result.notes.append(f"after the kill the run is {first['state_name']}: {(first['state'] or {}).get('message', '')[:120]}")
+    time.sleep(3)  # the runner and then the worker report the crash; Retry after both, as a user would
     retry = {"state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry (chaos)"}, "force": True}
-    api.post(f"/flow_runs/{run['id']}/set_state", json=retry).raise_for_status()
-    bench.note("AwaitingRetry set")
+    for _ in range(3):
+        api.post(f"/flow_runs/{run['id']}/set_state", json=retry).raise_for_status()
+        bench.note("AwaitingRetry set")
+        time.sleep(5)
+        now = api.get(f"/flow_runs/{run['id']}").raise_for_status().json()
+        if now["run_count"] > first["run_count"] or now["state_type"] not in TERMINAL:
+            break
     second = _wait_run(api, run["id"], 900)
     bench.note(f"retried run {second['state_name']}")
     result.ending = "crashed, retry completed" if second["state_type"] == "COMPLETED" else \
@@ -578,7 +585,7 @@ def run_case(name: str, case: Callable[[Bench], Result] | None = None, state: Pa
     case = case or CASES[name]
     with tempfile.TemporaryDirectory(prefix=f"chaos-{name}-") as tmp:
         bench = Bench(Path(tmp), state)
-        before = leaks.leftovers(bench.spec, bench.state)
+        before = leaks.wait_clean(bench.spec, bench.state, timeout_s=10)
         if before:
             bench.teardown()
         started = time.monotonic()
@@ -587,6 +594,8 @@ def run_case(name: str, case: Callable[[Bench], Result] | None = None, state: Pa
         except Exception as exc:  # the harness reports, then still cleans up
             result = Result(name, "?", ending="harness error", message=f"{type(exc).__name__}: {exc}",
                             problems=[f"harness error: {type(exc).__name__}: {exc}"])
+        if before:
+            result.notes.append(f"found before the case (torn down first): {before}")
         result.seconds = time.monotonic() - started
         if bench.proxy is not None:
             bench.proxy.clear()
