@@ -239,6 +239,12 @@ def ended(done: subprocess.CompletedProcess) -> tuple[str, str]:
     return "failed", failure_message(done.stderr)
 
 
+def keep_failure(result: Result, message: str) -> None:
+    """The whole failure paragraph in the notes (the table shows the line that names the cause)."""
+    if message and result.ending.startswith("failed"):
+        result.notes.append("failure: " + " / ".join(line.strip() for line in message.splitlines())[:700])
+
+
 def check_no_traceback(result: Result, *outputs: str) -> None:
     for text in outputs:
         if "Traceback (most recent call last)" in text:
@@ -257,6 +263,7 @@ def case_throttling(bench: Bench, times: int = 5, phases: str = ALL_PHASES) -> R
         proxy.inject(throttle(service, times))
     done = bench.build(phases)
     result.ending, result.message = ended(done)
+    keep_failure(result, result.message)
     check_no_traceback(result, done.stderr)
     hits = proxy.injected()
     result.notes.append(f"{hits} calls throttled in the build")
@@ -282,6 +289,7 @@ def case_eventual_consistency(bench: Bench, times: int = 2, phases: str = ALL_PH
     proxy.observe(new_instances_not_found(times))
     done = bench.build(phases)
     result.ending, result.message = ended(done)
+    keep_failure(result, result.message)
     check_no_traceback(result, done.stderr)
     result.notes.append(f"{len(proxy.noticed)} new instances, {proxy.injected()} calls answered NotFound")
     if len(proxy.noticed) != len(bench.spec.nodes) or proxy.injected() < len(bench.spec.nodes):
@@ -308,6 +316,7 @@ def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: 
           stop_sshd, timeout=300)
     done = bench.build(phases)
     result.ending, result.message = ended(done)
+    keep_failure(result, result.message)
     check_no_traceback(result, done.stderr)
     if not stopped.is_set():
         result.problems.append("the fault was not injected")
@@ -325,20 +334,23 @@ def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: 
 
 def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0", phases: str = ALL_PHASES) -> Result:
     """Every sshd process on one node SIGKILLed while the distribute phase uploads to it."""
-    result = Result("sshd-killed-mid-upload", f"all sshd processes on {node} SIGKILLed once distribute connects "
-                                              "(systemd restarts sshd)")
+    result = Result("sshd-killed-mid-upload", f"every sshd process on {node} SIGKILLed while its SFTP server runs "
+                                              "(distribute); systemd restarts sshd")
     killed = threading.Event()
 
+    def uploading() -> bool:
+        return bench.ssh_established(node) and bench.node_exec(node, "pgrep", "-f", "sftp-server").returncode == 0
+
     def kill_sshd() -> None:
-        time.sleep(0.2)
-        bench.node_exec(node, "pkill", "-KILL", "-x", "sshd")
+        bench.node_exec(node, "pkill", "-KILL", "sshd")
         bench.node_exec(node, "pkill", "-KILL", "-f", "sftp-server")
         killed.set()
-        bench.note(f"sshd killed on {node}")
+        bench.note(f"sshd killed on {node} during an SFTP session")
 
-    watch(lambda: bench.ssh_established(node), kill_sshd, timeout=300, poll=0.05)
+    watch(uploading, kill_sshd, timeout=300, poll=0.02)
     done = bench.build(phases)
     result.ending, result.message = ended(done)
+    keep_failure(result, result.message)
     check_no_traceback(result, done.stderr)
     if not killed.is_set():
         result.problems.append("the fault was not injected")
@@ -368,6 +380,7 @@ def case_reboot_mid_bootstrap(bench: Bench, node: str = "master-1") -> Result:
     watch(unit.exists, reboot, timeout=300, poll=0.1)
     done = bench.build()
     result.ending, result.message = ended(done)
+    keep_failure(result, result.message)
     check_no_traceback(result, done.stderr)
     if not rebooted.is_set():
         result.problems.append("the fault was not injected")
@@ -404,6 +417,7 @@ def case_slow_etcd(bench: Bench, hold_s: int = 30, node: str = "master-2") -> Re
     watch(lambda: (bench.node_root(node) / "etc/systemd/system").is_dir(), hold, timeout=300)
     done = bench.build()
     result.ending, result.message = ended(done)
+    keep_failure(result, result.message)
     check_no_traceback(result, done.stderr)
     if not placed.is_set():
         result.problems.append("the fault was not injected")
