@@ -24,11 +24,13 @@ import yaml
 from groundup.spec import load_spec
 from sandbox.cli import DEMO_PHASES
 from tests.e2e.conftest import REPO, SPEC, Sandbox
-from tests.e2e.secrets_scan import (Finding, Scanner, encryption_key_secret, kubeconfig_secrets,
+from tests.e2e.secrets_scan import (Finding, Scanner, Secret, encryption_key_secret, kubeconfig_secrets,
                                     private_key_secret, report, value_secret)
 
 CLUSTER = load_spec(SPEC)
 PASSPHRASE_BLOCK = "groundup-artifacts-passphrase"
+STORE_MAGIC = b"groundup-encrypted-v1\n"
+"""How the store begins a file it encrypted whole: this line, a 16-byte scrypt salt, a Fernet token."""
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 SANDBOX_SKIP = ("nodes", "rootfs", "mirror")
 """Under the sandbox's state directory: node disks (keys belong there), the base image, release binaries."""
@@ -81,7 +83,7 @@ class ProcessLists:
                 continue
             try:
                 out = self.sandbox.node_exec(str(node.private_ip), "ps", "-eo", "args").stdout
-            except (subprocess.SubprocessError, KeyError, OSError):
+            except (subprocess.SubprocessError, KeyError, OSError, RuntimeError):
                 continue  # the node is (re)booting
             self.lines.setdefault(f"ps on {node.short_name}", set()).update(out.splitlines())
         host = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
@@ -139,6 +141,7 @@ def secrets(built) -> dict:
     store = ArtifactStore(LocalFileSystem(basepath=str(base)), CLUSTER.name, passphrase.encode())
     found = [value_secret(f"artifact-store passphrase (Secret block {PASSPHRASE_BLOCK})", passphrase)]
     kinds: dict[str, list[str]] = {"private key": [], "kubeconfig": [], "encryption config": []}
+    salts: dict[bytes, tuple[str, bytes]] = {}
     for path in sorted((base / CLUSTER.name).rglob("*")):
         if not path.is_file():
             continue
@@ -162,7 +165,26 @@ def secrets(built) -> dict:
                 kinds["encryption config"].append(rel)
             else:
                 found.append(value_secret(f"encrypted artifact {rel}", plain))
+            salts.setdefault(raw[len(STORE_MAGIC):len(STORE_MAGIC) + 16], (rel, raw))
+    for salt, (rel, blob) in salts.items():
+        found.append(_file_key_secret(passphrase.encode(), salt, rel, blob))
+    kinds["file key"] = sorted(rel for rel, _ in salts.values())
     return {"scanner": Scanner(found), "kinds": kinds, "base": base}
+
+
+def _file_key_secret(passphrase: bytes, salt: bytes, rel: str, blob: bytes) -> Secret:
+    """The Fernet key the store derived (scrypt of the passphrase and the file's salt) to encrypt `rel`:
+    proven right by decrypting the file with it."""
+    import base64
+
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    raw = Scrypt(salt=salt, length=32, n=2**14, r=8, p=1).derive(passphrase)
+    key = base64.urlsafe_b64encode(raw)
+    Fernet(key).decrypt(blob[len(STORE_MAGIC) + 16:])
+    name = f"artifact-store file key (scrypt of the passphrase with the salt of {rel})"
+    return Secret(name, frozenset({key, base64.b64encode(raw), raw.hex().encode(), raw}))
 
 
 def _fail_on(findings: list[Finding], what: str) -> None:
@@ -176,6 +198,7 @@ def test_the_collected_secrets_are_the_cluster_s_and_the_scanner_finds_them_on_t
     assert {"pki/ca-key.pem", "pki/service-account-key.pem", f"ssh/{CLUSTER.name}.id_rsa"} <= set(kinds["private key"])
     assert {f"kubeconfigs/{w}.kubeconfig" for w in workers} <= set(kinds["kubeconfig"]), kinds
     assert kinds["encryption config"] == ["encryption-config.yaml"]
+    assert kinds["file key"], "no whole-file encrypted artifact, so no derived store key to look for"
     scanner: Scanner = secrets["scanner"]
     master, worker = CLUSTER.masters[0], CLUSTER.workers[0]
     expected = {(master, "/var/lib/kubernetes/ca-key.pem"): ("private key pki/ca-key.pem", ""),
