@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -176,7 +177,13 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _relay
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:
+                """A client killed mid-request (a fault of its own) is not the proxy's error."""
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, name="fault-proxy", daemon=True).start()
         return self
