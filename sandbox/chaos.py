@@ -421,6 +421,14 @@ def case_slow_etcd(bench: Bench, hold_s: int = 30, node: str = "master-2") -> Re
     check_no_traceback(result, done.stderr)
     if not placed.is_set():
         result.problems.append("the fault was not injected")
+    try:
+        shown = bench.node_exec(node, "systemctl", "show", "-p", "DropInPaths", "-p", "ActiveEnterTimestamp",
+                                "-p", "InactiveExitTimestamp", "etcd").stdout
+        result.notes.append(f"{node} etcd: " + " ".join(shown.split()))
+        if dropin.name not in shown:
+            result.problems.append(f"systemd on {node} did not read the hold-back drop-in")
+    except RuntimeError as exc:
+        result.notes.append(str(exc))
     if within and result.ending != "recovered":
         result.problems.append("a member within the quorum wait must not fail the build")
     if not within:
