@@ -27,6 +27,9 @@ INSTALLER = f"{STATE_DIR}/install_releases.py"
 RELEASE_MANIFEST = f"{STATE_DIR}/releases.manifest.json"
 ETCD_QUORUM_TIMEOUT = 120.0
 UNIT_TIMEOUT = 90.0
+POLL_FIRST_S = 0.2
+POLL_MAX_S = 1.0
+"""A starting unit is looked at after 0.2 s, then at doubling intervals up to 1 s."""
 
 
 class BootstrapFailed(RuntimeError):
@@ -62,6 +65,43 @@ def units_to_start(units: list[str], inputs: dict[str, list[str]], digests: dict
     """Units, in start order, whose inputs changed since they last started or that are not active."""
     return [u for u in units
             if recorded.get(u) != inputs_digest(inputs.get(u, []), digests) or not active.get(u, False)]
+
+
+PROBE_MARK = "--- groundup-probe "
+
+
+def probe_command(dirs, units: list[str], paths: list[str]) -> str:
+    """Make the plan's directories, then print each existing path's sha256, the unit record and
+    `systemctl is-active` of every unit, in sections headed by PROBE_MARK."""
+    made = " && ".join(f"mkdir -p {shlex.quote(d.path)} && chmod {d.mode:o} {shlex.quote(d.path)}" for d in dirs)
+    quoted = " ".join(shlex.quote(p) for p in paths)
+    return ((f"{made} && " if made else "")
+            + f'for f in {quoted}; do [ -f "$f" ] && sha256sum "$f"; done; '
+            + f"echo '{PROBE_MARK}record'; cat {UNIT_RECORD} 2>/dev/null || echo '{{}}'; echo; "
+            + f"echo '{PROBE_MARK}active'; systemctl is-active {' '.join(units)}; true")
+
+
+def parse_probe(output: str, units: list[str]) -> tuple[dict[str, str], dict[str, str], dict[str, bool]]:
+    """`probe_command` output -> ({path: sha256}, unit record, {unit: active})."""
+    sections = {"digests": [], "record": [], "active": []}
+    current = "digests"
+    for line in output.splitlines():
+        if line.startswith(PROBE_MARK):
+            current = line[len(PROBE_MARK):].strip()
+            continue
+        sections.setdefault(current, []).append(line)
+    digests = {}
+    for line in sections["digests"]:
+        parts = line.split(None, 1)
+        if len(parts) == 2:
+            digests[parts[1].strip()] = parts[0]
+    try:
+        record = json.loads("\n".join(sections["record"]).strip() or "{}")
+    except ValueError:
+        record = {}
+    states = " ".join(sections["active"]).split()
+    active = {u: (states[i] == "active" if i < len(states) else False) for i, u in enumerate(units)}
+    return digests, record if isinstance(record, dict) else {}, active
 
 
 def etcd_health_command(master: Node) -> str:
@@ -115,11 +155,17 @@ class NodeBootstrapper:
     def run(self, command: str, timeout: float = 120.0, check: bool = True) -> tuple[int, str, str]:
         return self.session.run(f"{self.sudo}sh -c {shlex.quote(command)}", timeout=timeout, check=check)
 
+    def place_files(self) -> list[str]:
+        """The installer, its manifest and the plan's files in one sync (one checksum pass); returns the
+        plan's files that were uploaded or fixed."""
+        manifest = json.dumps(self.release_manifest, indent=1, sort_keys=True).encode()
+        tools = [RemoteFile(INSTALLER, self.installer, 0o700), RemoteFile(RELEASE_MANIFEST, manifest, 0o600)]
+        report = self.session.sync(tools + [RemoteFile(f.path, f.data, f.mode) for f in self.plan.files])
+        ours = {f.path for f in tools}
+        return [p for p in report.uploaded + report.fixed if p not in ours]
+
     def install_binaries(self) -> list[str]:
         """Download, verify and install the role's release files on the node; returns what was downloaded."""
-        manifest = json.dumps(self.release_manifest, indent=1, sort_keys=True).encode()
-        self.session.sync([RemoteFile(INSTALLER, self.installer, 0o700),
-                           RemoteFile(RELEASE_MANIFEST, manifest, 0o600)])
         code, out, err = self.run(f"python3 {INSTALLER} {RELEASE_MANIFEST}", timeout=900, check=False)
         if code != 0:
             raise BootstrapFailed(f"{self.node.short_name}: installing release binaries failed: "
@@ -130,34 +176,15 @@ class NodeBootstrapper:
             return []
         return list(summary.get("downloaded", []))
 
-    def place_files(self) -> list[str]:
-        files = [RemoteFile(f.path, f.data, f.mode) for f in self.plan.files]
-        report = self.session.sync(files)
-        for d in self.plan.dirs:
-            self.run(f"mkdir -p {shlex.quote(d.path)} && chmod {d.mode:o} {shlex.quote(d.path)}")
-        return report.uploaded + report.fixed
-
-    def digests(self, paths: set[str]) -> dict[str, str]:
-        """sha256 of every path that exists on the node (the session's own file-state probe)."""
-        if not paths:
-            return {}
-        return {path: state[3] for path, state in self.session.remote_state(sorted(paths)).items()}
-
-    def recorded(self) -> dict[str, str]:
-        _, out, _ = self.run(f"cat {UNIT_RECORD} 2>/dev/null || echo '{{}}'")
-        try:
-            return json.loads(out or "{}")
-        except ValueError:
-            return {}
+    def probe(self, units: list[str], paths: set[str]) -> tuple[dict[str, str], dict[str, str], dict[str, bool]]:
+        """The plan's directories made, then in the same round trip: the sha256 of every input path that
+        exists, the unit record and which units are active. Returns (digests, record, active)."""
+        _, out, _ = self.run(probe_command(self.plan.dirs, units, sorted(paths)))
+        return parse_probe(out, units)
 
     def save_record(self, record: dict[str, str]) -> None:
         blob = shlex.quote(json.dumps(record, sort_keys=True))
         self.run(f"mkdir -p {STATE_DIR} && printf %s {blob} > {UNIT_RECORD}.tmp && mv {UNIT_RECORD}.tmp {UNIT_RECORD}")
-
-    def active(self, units: list[str]) -> dict[str, bool]:
-        _, out, _ = self.run(f"systemctl is-active {' '.join(units)}; true")
-        states = out.split()
-        return {u: (states[i] == "active" if i < len(states) else False) for i, u in enumerate(units)}
 
     def journal(self, unit: str, lines: int = 15) -> str:
         _, out, _ = self.run(f"journalctl -u {unit} -n {lines} --no-pager -o cat 2>/dev/null; true")
@@ -170,9 +197,8 @@ class NodeBootstrapper:
         if any(p.endswith((".service", ".conf")) and p.startswith(("/etc/systemd/", "/lib/systemd/"))
                for p in changed_files):
             self.run("systemctl daemon-reload")
-        digests = self.digests({p for paths in inputs.values() for p in paths})
-        record = self.recorded()
-        start = units_to_start(units, inputs, digests, record, self.active(units))
+        digests, record, active = self.probe(units, {p for paths in inputs.values() for p in paths})
+        start = units_to_start(units, inputs, digests, record, active)
         for unit in units:
             if unit not in start:
                 continue
@@ -187,13 +213,14 @@ class NodeBootstrapper:
         start is reset and started again `restarts` times, as a slow or racing start can heal."""
         timeout = ETCD_QUORUM_TIMEOUT if unit == "etcd" else UNIT_TIMEOUT
         deadline = self.clock() + timeout
+        delay = POLL_FIRST_S
         while True:
-            state = self.active([unit])[unit]
-            if state and (unit != "etcd" or self.run(etcd_health_command(self.node), check=False)[0] == 0):
+            _, out, _ = self.run(f"systemctl show -p ActiveState,SubState,NRestarts,Result {unit}")
+            if "ActiveState=active" in out.split() and (
+                    unit != "etcd" or self.run(etcd_health_command(self.node), check=False)[0] == 0):
                 if unit == "kube-apiserver":
                     self.wait_api_local(deadline)
                 return
-            _, out, _ = self.run(f"systemctl show -p ActiveState,SubState,NRestarts,Result {unit}")
             failed = "ActiveState=failed" in out
             if failed and restarts > 0:
                 restarts -= 1
@@ -202,10 +229,12 @@ class NodeBootstrapper:
                 continue
             if failed or self.clock() > deadline:
                 raise BootstrapFailed(self.unit_failure(unit, timeout, out, failed))
-            self.sleep(1.0)
+            self.sleep(delay)
+            delay = min(delay * 2, POLL_MAX_S)
 
     def wait_api_local(self, deadline: float) -> None:
         url = "https://127.0.0.1:6443/healthz"
+        delay = POLL_FIRST_S
         while True:
             code, out, _ = self.run(f"python3 -c {shlex.quote(HTTPS_PROBE)} {url} /var/lib/kubernetes/ca.pem",
                                     check=False)
@@ -214,7 +243,8 @@ class NodeBootstrapper:
             if self.clock() > deadline:
                 raise BootstrapFailed(f"{self.node.short_name}: kube-apiserver is active but {url} does not answer: "
                                       f"{out.strip()}\n{self.journal('kube-apiserver')}")
-            self.sleep(1.0)
+            self.sleep(delay)
+            delay = min(delay * 2, POLL_MAX_S)
 
     def unit_failure(self, unit: str, timeout: float, show: str, failed: bool) -> str:
         detail = " ".join(show.split())
@@ -249,8 +279,8 @@ def bootstrap_node(spec: ClusterSpec, node: Node, address: str, instance_id: str
     session = open_session(spec, node, address, instance_id, store, pkey, console_output, boot_timeout=boot_timeout)
     try:
         worker = NodeBootstrapper(spec, node, session, plan, release_manifest, installer)
-        downloaded = worker.install_binaries()
         changed = worker.place_files()
+        downloaded = worker.install_binaries()
         restarted, unchanged = worker.apply_units(changed)
     finally:
         session.close()
