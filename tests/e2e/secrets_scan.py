@@ -203,12 +203,15 @@ def kubeconfig_secrets(name: str, kubeconfig: bytes) -> list[Secret]:
 def _decoded_blocks(data: bytes) -> Iterator[bytes]:
     """Each base64 block of `data` (line breaks, escaped or not, allowed) decoded, and decompressed if it is."""
     for match in _B64_BLOCK.finditer(data):
-        text = re.sub(rb"\\[nr]|[\r\n]", b"", match.group()).strip(b"=")
-        text = text[:len(text) // 4 * 4]
+        text = re.sub(rb"\\[nr]|[\r\n]", b"", match.group())
         try:
             decoded = base64.b64decode(text)
         except (binascii.Error, ValueError):
-            continue
+            text = text.strip(b"=")  # padding in the middle, or none where some is due: decode what is whole
+            try:
+                decoded = base64.b64decode(text[:len(text) // 4 * 4])
+            except (binascii.Error, ValueError):
+                continue
         yield decoded
         for magic, decompress in ((b"\xfd7zXZ\x00", lzma.decompress), (b"\x1f\x8b", gzip.decompress),
                                   (b"BZh", bz2.decompress), (b"\x78\x9c", zlib.decompress)):

@@ -104,9 +104,10 @@ def test_a_kubeconfig_token_is_a_secret():
     assert names(scanner.scan("x", b"Authorization: Bearer t0k3n-" + b"a" * 40)) == {"ci.kubeconfig user ci token"}
 
 
-def test_a_pickled_result_in_prefect_s_result_file_is_found(scanner, rsa_key):
+@pytest.mark.parametrize("padding", ["", "x", "xy"])
+def test_a_pickled_result_in_prefect_s_result_file_is_found(scanner, rsa_key, padding):
     """Prefect persists a result as JSON holding base64 of a pickle, wrapped at 76 columns."""
-    pickled = pickle.dumps({"node": "master-0", "key": pem(rsa_key).decode()})
+    pickled = pickle.dumps({"node": "master-0" + padding, "key": pem(rsa_key).decode()})
     record = json.dumps({"metadata": {"serializer": {"type": "pickle"}},
                          "result": base64.encodebytes(pickled).decode()})
     assert "pki/ca-key.pem (base64-encoded)" in names(scanner.scan("storage/abc", record))
