@@ -110,6 +110,7 @@ class Bench:
         self.proxy: FaultProxy | None = None
         self.timeline: list[tuple[float, str]] = []
         self.started = time.monotonic()
+        self.done = threading.Event()   # set when the case returns: its watchers stop
 
     @property
     def env(self) -> dict[str, str]:
@@ -313,7 +314,7 @@ def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: 
         bench.note(f"sshd stopped on {node}")
 
     watch(lambda: bench.node_record(node) is not None and bench.node_record(node)["state"] == "running",
-          stop_sshd, timeout=300)
+          stop_sshd, timeout=300, stop=bench.done)
     done = bench.build(phases)
     result.ending, result.message = ended(done)
     keep_failure(result, result.message)
@@ -347,7 +348,7 @@ def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0", phases: st
         killed.set()
         bench.note(f"sshd killed on {node} during an SFTP session")
 
-    watch(uploading, kill_sshd, timeout=300, poll=0.02)
+    watch(uploading, kill_sshd, timeout=300, poll=0.02, stop=bench.done)
     done = bench.build(phases)
     result.ending, result.message = ended(done)
     keep_failure(result, result.message)
@@ -377,7 +378,7 @@ def case_reboot_mid_bootstrap(bench: Bench, node: str = "master-1") -> Result:
         rebooted.set()
         bench.note(f"{node} reboots")
 
-    watch(unit.exists, reboot, timeout=300, poll=0.1)
+    watch(unit.exists, reboot, timeout=300, poll=0.1, stop=bench.done)
     done = bench.build()
     result.ending, result.message = ended(done)
     keep_failure(result, result.message)
@@ -414,7 +415,7 @@ def case_slow_etcd(bench: Bench, hold_s: int = 30, node: str = "master-2") -> Re
         placed.set()
         bench.note(f"etcd held back on {node}")
 
-    watch(lambda: (bench.node_root(node) / "etc/systemd/system").is_dir(), hold, timeout=300)
+    watch(lambda: (bench.node_root(node) / "etc/systemd/system").is_dir(), hold, timeout=300, stop=bench.done)
     done = bench.build()
     result.ending, result.message = ended(done)
     keep_failure(result, result.message)
@@ -616,6 +617,8 @@ def run_case(name: str, case: Callable[[Bench], Result] | None = None, state: Pa
         except Exception as exc:  # the harness reports, then still cleans up
             result = Result(name, "?", ending="harness error", message=f"{type(exc).__name__}: {exc}",
                             problems=[f"harness error: {type(exc).__name__}: {exc}"])
+        finally:
+            bench.done.set()
         if before:
             result.notes.append(f"found before the case (torn down first): {before}")
         result.seconds = time.monotonic() - started
