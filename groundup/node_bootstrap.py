@@ -250,7 +250,9 @@ class NodeBootstrapper:
         detail = " ".join(show.split())
         how = "failed to start" if failed else f"did not become active within {timeout:.0f} s"
         message = f"{self.node.short_name}: {unit} {how} ({detail})"
-        if unit == "etcd":
+        if unit == "etcd" and ("SubState=start-pre" in detail or "ActiveState=inactive" in detail):
+            message += "; etcd itself never started on this member, so it never tried to join"
+        elif unit == "etcd":
             peers = [[m.short_name, str(m.private_ip)] for m in self.spec.masters if m != self.node]
             _, down, _ = self.run(f"python3 -c {shlex.quote(PEER_PROBE)} {shlex.quote(json.dumps(peers))}",
                                   check=False)
