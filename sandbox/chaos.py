@@ -436,6 +436,8 @@ def case_slow_etcd(bench: Bench, hold_s: int = 30, node: str = "master-2") -> Re
         result.message = first_line_naming(result.message, node, "etcd")
         if result.ending != "failed" or node not in result.message or "etcd" not in result.message:
             result.problems.append(f"the build must fail naming {node}'s etcd")
+        if "no quorum" in result.message:
+            result.problems.append("the message blames the quorum; the member's etcd never started")
     return result
 
 
