@@ -291,3 +291,10 @@ class Scanner:
 def report(findings: Iterable[Finding]) -> str:
     """One line per finding: where, and which secret by name."""
     return "\n".join(f"  {finding}" for finding in sorted(set(findings)))
+
+
+def redacted(text: str) -> str:
+    """`text` fit for a failure message before the secrets are known: PEM blocks and every run of 32 or
+    more base64/hex characters replaced by a marker."""
+    text = re.sub(r"-----BEGIN [A-Z ]+-----.*?(-----END [A-Z ]+-----|$)", "[PEM block]", text, flags=re.S)
+    return re.sub(r"[A-Za-z0-9+/=_-]{32,}", "[redacted]", text)

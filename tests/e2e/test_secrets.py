@@ -25,7 +25,7 @@ from groundup.spec import load_spec
 from sandbox.cli import DEMO_PHASES
 from tests.e2e.conftest import REPO, SPEC, Sandbox
 from tests.e2e.secrets_scan import (Finding, Scanner, Secret, encryption_key_secret, kubeconfig_secrets,
-                                    private_key_secret, report, value_secret)
+                                    private_key_secret, redacted, report, value_secret)
 
 CLUSTER = load_spec(SPEC)
 PASSPHRASE_BLOCK = "groundup-artifacts-passphrase"
@@ -112,19 +112,21 @@ def built(sandbox: Sandbox):
     try:
         with ProcessLists(sandbox) as processes:
             result = groundup(sandbox, "build", str(SPEC))
-            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+            assert result.returncode == 0, redacted(result.stdout[-3000:] + result.stderr[-3000:])
             deployed = groundup(sandbox, "deploy", str(SPEC), timeout=300)
-            assert deployed.returncode == 0, deployed.stderr[-3000:]
+            assert deployed.returncode == 0, redacted(deployed.stderr[-3000:])
             deployment = api.get(f"/deployments/name/build-cluster/{CLUSTER.name}").raise_for_status().json()
             spec = yaml.safe_load(SPEC.read_text())
             run = api.post(f"/deployments/{deployment['id']}/create_flow_run",
                            json={"parameters": {"spec": spec, "phases": DEMO_PHASES}}).raise_for_status().json()
             finished = _wait_terminal(api, run["id"])
-            assert finished["state_type"] == "COMPLETED", finished["state"]
-        yield {"sandbox": sandbox, "processes": processes, "deployment_run": run["id"]}
+            assert finished["state_type"] == "COMPLETED", redacted(json.dumps(finished["state"]))
+        outputs = {"output of groundup build": result.stdout + result.stderr,
+                   "output of groundup deploy": deployed.stdout + deployed.stderr}
+        yield {"sandbox": sandbox, "processes": processes, "deployment_run": run["id"], "outputs": outputs}
     finally:
         down = groundup(sandbox, "teardown", str(SPEC), timeout=600)
-        assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
+        assert down.returncode == 0, redacted(down.stdout[-3000:] + down.stderr[-3000:])
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +278,11 @@ def test_no_secret_in_any_process_list(built, secrets):
     findings = [f for where, lines in processes.lines.items()
                 for f in secrets["scanner"].scan(where, "\n".join(sorted(lines)))]
     _fail_on(findings, f"the process lists ({processes.samples} samples during the builds)")
+
+
+def test_no_secret_in_the_command_line_output(built, secrets):
+    findings = [f for where, text in built["outputs"].items() for f in secrets["scanner"].scan(where, text)]
+    _fail_on(findings, "what the groundup commands printed")
 
 
 def test_no_secret_in_any_node_log(built, secrets):

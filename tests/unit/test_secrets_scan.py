@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tests.e2e.secrets_scan import (Scanner, encryption_key_secret, kubeconfig_secrets, private_key_secret,
-                                    value_secret)
+                                    redacted, value_secret)
 
 NONE = serialization.NoEncryption()
 
@@ -167,3 +167,11 @@ def test_a_tree_scan_reports_the_file_and_skips_excluded_directories(scanner, rs
 def test_short_secrets_are_refused_rather_than_matched_by_chance():
     with pytest.raises(ValueError, match="shorter"):
         value_secret("pin", "1234")
+
+
+def test_redacted_output_keeps_the_words_and_drops_key_material(rsa_key):
+    text = "build failed on master-0 (10.240.0.10):\n" + pem(rsa_key).decode() + "\nkey1: " + "A" * 44
+    out = redacted(text)
+    assert out.startswith("build failed on master-0 (10.240.0.10):") and "[PEM block]" in out
+    assert "BEGIN" not in out and "A" * 32 not in out
+    assert Scanner([private_key_secret("k", rsa_key)]).scan("x", out) == []
