@@ -9,14 +9,12 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.futures import wait
 
-from blocks.artifact_store import get_store
 from groundup.admin_kubeconfig import ADMIN_KUBECONFIG
 from groundup.aws import pod_routes
-from groundup.aws.compute import ssh_key_path
 from groundup.spec import ClusterSpec, node_by_name
-from groundup.ssh import pkey_from_cryptography
 from tasks.aws import aws_task, run_step
 from tasks.nodes import boot_timeout_for, console_output_reader, fan_out, gather
+from tasks.store import cluster_ssh_key, cluster_store
 
 
 @task(name="bootstrap-node", task_run_name="bootstrap-{node}", persist_result=True)
@@ -30,8 +28,8 @@ def bootstrap_node(spec: ClusterSpec, node: str, address: str, instance_id: str 
 
     logger = get_run_logger()
     target = node_by_name(spec, node)
-    store = get_store(spec.name)
-    pkey = pkey_from_cryptography(store.read_private_key(ssh_key_path(spec)))
+    store = cluster_store(spec)
+    pkey = cluster_ssh_key(spec)
     result = run_bootstrap(spec, target, address, instance_id, store, pkey, node_plan(spec, target, api_endpoint),
                            node_release_manifest(spec, target), script_bytes("install_releases.py"),
                            console_output_reader(spec), boot_timeout=boot_timeout)
@@ -62,7 +60,7 @@ def apply_cluster_addons(spec: ClusterSpec, api_endpoint: str) -> dict:
     from groundup.distribution import ALLOWED_NETWORKS_ENV, allowed_node_networks
 
     logger = get_run_logger()
-    kubeconfig = get_store(spec.name).read(ADMIN_KUBECONFIG)
+    kubeconfig = cluster_store(spec).read(ADMIN_KUBECONFIG)
     creds = credentials(kubeconfig)
     check_resolves_inside(creds.host, allowed_node_networks(os.environ.get(ALLOWED_NETWORKS_ENV)))
     version = wait_for_api(creds)

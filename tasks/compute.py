@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from blocks.artifact_store import get_store
 from groundup.aws import compute
 from groundup.spec import ClusterSpec, node_by_name
 from tasks.aws import aws_task, context, run_step
+from tasks.store import cluster_store
 
 
 @aws_task("get-ami")
@@ -17,7 +17,7 @@ def get_ami(spec: ClusterSpec) -> str:
 @aws_task("create-key-pair")
 def create_key_pair(spec: ClusterSpec) -> str:
     """Key pair named after the cluster; the private key stays, encrypted, in the artifact store."""
-    return run_step(spec, compute.ensure_key_pair, get_store(spec.name))
+    return run_step(spec, compute.ensure_key_pair, cluster_store(spec))
 
 
 @aws_task("create-instance", task_run_name="create-instance-{node}")

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from blocks.artifact_store import get_store
-from groundup.aws.compute import ssh_key_path
 from groundup.distribution import distribute_to_node
 from groundup.spec import ClusterSpec, node_by_name
-from groundup.ssh import pkey_from_cryptography
 from tasks.nodes import boot_timeout_for, console_output_reader, fan_out
+from tasks.store import cluster_ssh_key, cluster_store
 
 
 @task(name="distribute-node", task_run_name="distribute-{node}", persist_result=True)
@@ -20,8 +18,8 @@ def distribute_node(spec: ClusterSpec, node: str, address: str, instance_id: str
                     boot_timeout: float = 120.0) -> dict:
     """One node's role files over one SSH connection with its pinned host key; returns paths only."""
     logger = get_run_logger()
-    store = get_store(spec.name)
-    pkey = pkey_from_cryptography(store.read_private_key(ssh_key_path(spec)))
+    store = cluster_store(spec)
+    pkey = cluster_ssh_key(spec)
     result = distribute_to_node(spec, node_by_name(spec, node), address, instance_id, store, pkey,
                                 console_output_reader(spec), boot_timeout=boot_timeout)
     logger.info("%s (%s): %d uploaded, %d fixed, %d unchanged in %.1f s (host key from %s)", node, address,

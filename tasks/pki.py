@@ -1,8 +1,8 @@
 """The pki phase as Prefect tasks: seed steps 4 (certificates), 6 (kubeconfigs) and 7 (encryption config).
 
 One task per certificate and per kubeconfig, so they run concurrently. Each task opens the store
-itself (`get_store`) and returns storage paths and public facts only: Prefect persists results in
-the clear. The default cache policy scopes cached results to the flow run, so a retried run skips
+itself (`cluster_store`: one lookup per flow run) and returns storage paths and public facts only:
+Prefect persists results in the clear. The default cache policy scopes cached results to the flow run, so a retried run skips
 what finished and a new run checks everything again.
 """
 
@@ -13,29 +13,16 @@ from typing import Any, Mapping
 from prefect import get_run_logger, task
 from prefect.futures import PrefectFuture
 
-from blocks.artifact_store import ArtifactStore, get_store, load_passphrase
+from blocks.artifact_store import ArtifactStore, load_passphrase
 from groundup import pki
 from groundup.encryption import ensure_encryption_config
 from groundup.kubeconfig import KubeconfigRequest, ensure_kubeconfig, kubeconfig_requests
 from groundup.spec import ClusterSpec
+from tasks.store import cluster_store
 
 Result = dict[str, Any]
-_stores: dict[tuple[str, str], ArtifactStore] = {}
-
-
 def _store(spec: ClusterSpec) -> ArtifactStore:
-    """The cluster's store, looked up in Prefect once per flow run rather than once per task."""
-    from prefect.context import TaskRunContext
-
-    context = TaskRunContext.get()
-    flow_run_id = str(context.task_run.flow_run_id) if context and context.task_run.flow_run_id else ""
-    if not flow_run_id:
-        return get_store(spec.name)
-    key = (flow_run_id, spec.name)
-    if key not in _stores:
-        _stores.clear()
-        _stores[key] = get_store(spec.name)
-    return _stores[key]
+    return cluster_store(spec)
 
 
 def _log(result: Result) -> Result:

@@ -14,14 +14,13 @@ from ipaddress import ip_address
 
 from prefect import get_run_logger, task
 
-from blocks.artifact_store import get_store
 from groundup import smoke
 from groundup.admin_kubeconfig import ADMIN_KUBECONFIG
-from groundup.aws.compute import ssh_key_path
 from groundup.smoke import Check, Where, failed, not_run, passed
 from groundup.spec import ClusterSpec, Node, Role, node_by_name
-from groundup.ssh import RemoteFile, pkey_from_cryptography
+from groundup.ssh import RemoteFile
 from tasks.nodes import boot_timeout_for, console_output_reader, fan_out
+from tasks.store import cluster_ssh_key, cluster_store
 
 CTR = "ctr -n groundup-smoke"
 IMAGE_PATH = "/var/lib/groundup/smoke-image.tar"
@@ -45,8 +44,8 @@ def remove_stale_pods() -> str:
 def _session(spec: ClusterSpec, node: Node, address: str, instance_id: str | None, boot_timeout: float):
     from groundup.node_bootstrap import open_session
 
-    store = get_store(spec.name)
-    pkey = pkey_from_cryptography(store.read_private_key(ssh_key_path(spec)))
+    store = cluster_store(spec)
+    pkey = cluster_ssh_key(spec)
     return open_session(spec, node, address, instance_id, store, pkey, console_output_reader(spec),
                         boot_timeout=boot_timeout)
 
@@ -60,7 +59,7 @@ def smoke_api(spec: ClusterSpec) -> dict:
     """/healthz and /version through the NLB by DNS name with the admin kubeconfig; a cert-less client refused."""
     from groundup.cluster_api import credentials, https_get, kubectl
 
-    kubeconfig = get_store(spec.name).read(ADMIN_KUBECONFIG)
+    kubeconfig = cluster_store(spec).read(ADMIN_KUBECONFIG)
     creds = credentials(kubeconfig)
     checks: list[Check] = []
     health = kubectl(kubeconfig, "get", "--raw", "/healthz", timeout=30)
@@ -202,7 +201,7 @@ def smoke_kubernetes_api(spec: ClusterSpec, master: tuple[str, str, str | None],
     from groundup.cluster_api import kubectl
 
     names = needs_aws_checks(spec)
-    kubeconfig = get_store(spec.name).read(ADMIN_KUBECONFIG)
+    kubeconfig = cluster_store(spec).read(ADMIN_KUBECONFIG)
     checks = []
     kubectl(kubeconfig, "delete", "secret", "groundup-smoke", "--ignore-not-found")
     made = kubectl(kubeconfig, "create", "secret", "generic", "groundup-smoke", "--from-literal=mykey=mydata")
