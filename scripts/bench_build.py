@@ -211,6 +211,7 @@ class Bench:
         out = self.workdir / f"child-{time.monotonic_ns()}.json"
         env = {**self.env, "AWS_ENDPOINT_URL": self.proxy.url} if counted else self.env
         self.proxy.take()
+        busy_before = cpu_busy_seconds()
         started = time.monotonic()
         logfile = out.with_suffix(".log")
         with logfile.open("w") as output:
@@ -223,6 +224,7 @@ class Bench:
                                f"{logfile.read_text()[-4000:]}")
         result = json.loads(out.read_text())
         result["process"] = elapsed
+        result["cpu_busy"] = cpu_busy_seconds() - busy_before
         result["log"] = str(logfile)
         result["actions"] = dict(self.proxy.take()) if counted else {}
         if "seconds" not in result:
@@ -268,6 +270,24 @@ class Bench:
                 time.sleep(0.5)
         return [{"name": t["name"], "state": t["state_name"], "start": t["start_time"], "end": t["end_time"],
                  "run": t["total_run_time"]} for t in runs]
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy since boot (every process: flows, nodes, moto, Prefect)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def moto_instances(env: dict[str, str]) -> int:
+    """Instances moto holds (terminated ones too: every DescribeInstances filters through all of them)."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=env.get("AWS_DEFAULT_REGION", "us-east-2"),
+                       endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+                       aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"))
+    return sum(len(r["Instances"]) for page in ec2.get_paginator("describe_instances").paginate()
+               for r in page["Reservations"])
 
 
 def stamp(value: str | None) -> float | None:
@@ -431,6 +451,7 @@ def main() -> int:
         return 2
     held = take_lock(log)
     load_start = os.getloadavg()
+    moto_before = moto_instances(env)
     workdir = Path(tempfile.mkdtemp(prefix="groundup-bench-"))
     proxy = CountingProxy(env["AWS_ENDPOINT_URL"])
     bench = Bench(env, workdir, proxy, log)
@@ -470,11 +491,18 @@ def main() -> int:
         if held is not None:
             held.close()
     raw["load"] = {"start": load_start, "end": os.getloadavg()}
+    raw["moto_instances"] = moto_before
     raw["minutes"] = (time.monotonic() - began) / 60
     if args.json:
         Path(args.json).write_text(json.dumps(raw, default=str, indent=1))
     print(render(raw, workers, args.runs, command))
     return 0
+
+
+def cpu_cell(results: list[dict]) -> str:
+    busy = median([r.get("cpu_busy", float("nan")) for r in results])
+    cpus = os.cpu_count() or 1
+    return f"{busy:.0f} s ({busy / cpus:.1f} s)" if busy == busy else "-"
 
 
 def render(raw: dict, workers: list[int], runs: int, command: str) -> str:
@@ -484,10 +512,11 @@ def render(raw: dict, workers: list[int], runs: int, command: str) -> str:
              "    " + command, "",
              f"Machine: {cpus} CPUs, {platform.python_implementation()} {platform.python_version()}, "
              f"load average {raw['load']['start'][0]:.2f} at the start, {raw['load']['end'][0]:.2f} at the end; "
-             f"{raw['minutes']:.1f} min in all. Medians of {runs} run(s); every full build from nothing "
+             f"{raw['minutes']:.1f} min in all; moto held {raw.get('moto_instances', '?')} instances (mostly "
+             f"terminated) at the start. Medians of {runs} run(s); every full build from nothing "
              "(cluster torn down, artifact store emptied, new node containers).", ""]
-    head = "| nodes | " + " | ".join(PHASES) + " | whole flow | teardown |"
-    lines += [head, "|---" * (len(PHASES) + 3) + "|"]
+    head = "| nodes | " + " | ".join(PHASES) + " | whole flow | teardown | machine CPU busy (2 CPUs: floor) |"
+    lines += [head, "|---" * (len(PHASES) + 4) + "|"]
     totals = {}
     for n in workers:
         results = raw["full"].get(n, [])
@@ -496,14 +525,14 @@ def render(raw: dict, workers: list[int], runs: int, command: str) -> str:
         failed = sum(r["state"] != "COMPLETED" for r in results)
         label = f"3+{n}" + (f" ({failed} of {len(results)} runs failed)" if failed else "")
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(totals[n])} | "
-                     f"{fmt(median(raw['teardown'].get(n, [])))} |")
+                     f"{fmt(median(raw['teardown'].get(n, [])))} | {cpu_cell(results)} |")
     noop = raw["noop"]
     if noop:
         cells = [fmt(median([r["seconds"].get(p, 0.0) for r in noop])) for p in PHASES]
         noop_total = median([r["wall"] for r in noop])
         failed = sum(r["state"] != "COMPLETED" for r in noop)
         label = f"3+{base} no-op re-run" + (f" ({failed} of {len(noop)} runs failed)" if failed else "")
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(noop_total)} | |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(noop_total)} | | {cpu_cell(noop)} |")
     lines.append("")
     for r in [r for results in raw["full"].values() for r in results] + noop:
         if r["state"] != "COMPLETED":
