@@ -103,6 +103,6 @@ def bootstrap_phase(spec: ClusterSpec, api_endpoint: str, instances: dict[str, d
     addons = gather({"cluster add-ons": apply_cluster_addons.submit(spec, api_endpoint)}, "bootstrap")
     counts = {key: sum(len(d.get(key, [])) for d in details.values())
               for key in ("downloaded", "files_changed", "restarted")}
-    get_run_logger().info("bootstrap: %d downloaded, %d files changed, %d units restarted on %d nodes",
-                          counts["downloaded"], counts["files_changed"], counts["restarted"], len(details))
+    get_run_logger().info("bootstrap of %d nodes, in all: downloaded %d, files changed %d, units restarted %d",
+                          len(details), counts["downloaded"], counts["files_changed"], counts["restarted"])
     return {"nodes": outcomes, "pod_routes": routed, "addons": addons["cluster add-ons"], **counts}

@@ -40,7 +40,7 @@ def distribute_phase(spec: ClusterSpec, *, boot_timeout: float | None = None) ->
                    "host key": d.get("host_key_source", ""), "seconds": d.get("seconds", "")},
     )
     totals = {key: sum(len(d.get(key, [])) for d in details.values()) for key in ("uploaded", "fixed", "skipped")}
-    get_run_logger().info("distribution: %d uploaded, %d fixed, %d unchanged on %d nodes", totals["uploaded"],
-                          totals["fixed"], totals["skipped"], len(details))
+    get_run_logger().info("distribution to %d nodes, files in all: uploaded %d, fixed %d, unchanged %d", len(details),
+                          totals["uploaded"], totals["fixed"], totals["skipped"])
     return {"nodes": outcomes, "uploaded": totals["uploaded"], "fixed": totals["fixed"],
             "unchanged": totals["skipped"]}

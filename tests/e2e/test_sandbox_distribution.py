@@ -55,7 +55,8 @@ def built(sandbox: Sandbox, tmp_path_factory) -> Path:
     distribute once; export the SSH key and the expected files."""
     ips = {str(n.private_ip) for n in load_spec(SPEC).nodes}
     ec2 = _ec2(sandbox)
-    live = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+    pages = ec2.get_paginator("describe_instances").paginate()  # moto pages at 100 instances, terminated ones too
+    live = [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]
             if i.get("PrivateIpAddress") in ips and i["State"]["Name"] not in ("shutting-down", "terminated")]
     if live:
         ec2.terminate_instances(InstanceIds=live)
