@@ -442,7 +442,8 @@ def _instances(record: dict) -> list[dict]:
     for region in record.get("regions", []):
         ec2 = boto3.client("ec2", endpoint_url=record["moto"]["endpoint"], region_name=region,
                            aws_access_key_id="testing", aws_secret_access_key="testing")
-        for reservation in ec2.describe_instances()["Reservations"]:
+        reservations = (r for page in ec2.get_paginator("describe_instances").paginate() for r in page["Reservations"])
+        for reservation in reservations:
             for instance in reservation["Instances"]:
                 name = next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == "Name"), "")
                 found.append({"instance_id": instance["InstanceId"], "region": region, "name": name,

@@ -86,7 +86,8 @@ class Cloud:
 
     def clear(self, *ips: str) -> None:
         """Terminate live instances at these addresses (left by an earlier run) and wait for their nodes to go."""
-        live = [i["InstanceId"] for r in self.ec2.describe_instances()["Reservations"] for i in r["Instances"]
+        pages = self.ec2.get_paginator("describe_instances").paginate()  # moto pages at 100, terminated ones too
+        live = [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]
                 if i.get("PrivateIpAddress") in ips and i["State"]["Name"] not in ("shutting-down", "terminated")]
         if live:
             self.ec2.terminate_instances(InstanceIds=live)

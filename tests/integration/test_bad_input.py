@@ -233,7 +233,8 @@ def groundup_resources() -> dict[str, int]:
     found = {
         "vpcs": len(ec2.describe_vpcs(Filters=tagged)["Vpcs"]),
         "key_pairs": len(ec2.describe_key_pairs()["KeyPairs"]),
-        "instances": sum(len(r["Instances"]) for r in ec2.describe_instances()["Reservations"]),
+        "instances": sum(len(r["Instances"]) for page in ec2.get_paginator("describe_instances").paginate()
+                         for r in page["Reservations"]),
         "security_groups": len(ec2.describe_security_groups(Filters=tagged)["SecurityGroups"]),
         "load_balancers": len(elbv2.describe_load_balancers()["LoadBalancers"]),
         "target_groups": len(elbv2.describe_target_groups()["TargetGroups"]),
