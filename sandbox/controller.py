@@ -220,9 +220,13 @@ class Controller:
     def _notice_shutdowns(self, wanted: dict[str, dict]) -> None:
         with self.lock:
             exited = [n for n in self.nodes.values() if n.state in ("booting", "running") and not pid_alive(n.pid)]
+            rebooting = [n for n in exited if nodes.rebooted(n.pid)]
             for node in exited:
                 node.state, node.pid = "stopped", None
-        for node in exited:
+        for node in rebooting:
+            log.info("node %s (%s) rebooted itself: booting it again, instance %s stays running as on EC2",
+                     node.name, node.private_ip, node.instance_id)
+        for node in (n for n in exited if n not in rebooting):
             instance = wanted.get(node.private_ip)
             log.info("node %s (%s) shut down by itself: stopping instance %s as EC2 does",
                      node.name, node.private_ip, node.instance_id)

@@ -26,6 +26,8 @@ NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "SYSTEMD_NSPAWN_API_VFS_W
 """PID 1 here is not systemd (unified hierarchy); /proc/sys/net writable, as it is the node's own
 namespace (the bootstrap sets net.ipv4.ip_forward), the rest of /proc/sys stays read-only."""
 SYSCALLS = "add_key keyctl request_key bpf"
+REBOOT_EXIT = 133  # systemd-nspawn's exit status when the container asked for a reboot
+_booted: dict[int, subprocess.Popen] = {}
 
 
 @dataclass
@@ -155,7 +157,22 @@ def boot(state: Path, record: NodeRecord) -> int:
     )
     log.close()
     (root / "nspawn.pid").write_text(f"{process.pid}\n")
+    _booted[process.pid] = process
     return process.pid
+
+
+def exit_status(pid: int) -> int | None:
+    """How a node this process booted ended (None: still running, or booted by another process)."""
+    process = _booted.get(pid)
+    if process is None or process.poll() is None:
+        return None
+    del _booted[pid]
+    return process.returncode
+
+
+def rebooted(pid: int) -> bool:
+    """Whether the node at `pid` ended because its own systemd rebooted it."""
+    return exit_status(pid) == REBOOT_EXIT
 
 
 def wait_for_ssh(address: str, port: int = 22, timeout: float = 60.0,

@@ -170,6 +170,22 @@ def test_stop_and_start_keep_the_disk_and_the_host_key(sandbox: Sandbox, cloud: 
     assert presented_host_key("10.240.0.50") == key
 
 
+def test_a_reboot_from_inside_boots_the_node_again_and_the_instance_stays_running(
+        sandbox: Sandbox, cloud: Cloud) -> None:
+    instance = cloud.node("10.240.0.50")["instance_id"]
+    old_pid = cloud.node("10.240.0.50")["pid"]
+    key = presented_host_key("10.240.0.50")
+    started = time.monotonic()
+    sandbox.node_exec("10.240.0.50", "systemctl", "reboot")
+    wait_for(lambda: cloud.node("10.240.0.50")["pid"] not in (None, old_pid) and sshd_answers("10.240.0.50"), 60,
+             "the node back after its reboot")
+    print(f"\nreboot: systemctl reboot -> sshd answers again {time.monotonic() - started:.2f} s")
+    state = cloud.ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running", "EC2 keeps a rebooted instance running"
+    assert sandbox.node_exec("10.240.0.50", "cat", "/root/marker").stdout == "kept\n"
+    assert presented_host_key("10.240.0.50") == key
+
+
 def test_terminate_discards_the_node_and_a_relaunch_gets_a_fresh_disk_and_new_host_keys(
         sandbox: Sandbox, cloud: Cloud) -> None:
     old = cloud.node("10.240.0.50")["instance_id"]
