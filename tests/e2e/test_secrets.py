@@ -14,7 +14,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ import yaml
 from groundup.spec import load_spec
 from sandbox.cli import DEMO_PHASES
 from tests.e2e.conftest import REPO, SPEC, Sandbox
+from tests.ui.stack import wait_flow_run
 from tests.e2e.secrets_scan import (Finding, Scanner, Secret, encryption_key_secret, kubeconfig_secrets,
                                     private_key_secret, redacted, report, value_secret)
 
@@ -31,7 +31,6 @@ CLUSTER = load_spec(SPEC)
 PASSPHRASE_BLOCK = "groundup-artifacts-passphrase"
 STORE_MAGIC = b"groundup-encrypted-v1\n"
 """How the store begins a file it encrypted whole: this line, a 16-byte scrypt salt, a Fernet token."""
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 SANDBOX_SKIP = ("nodes", "rootfs", "mirror")
 """Under the sandbox's state directory: node disks (keys belong there), the base image, release binaries."""
 
@@ -95,16 +94,6 @@ def _api(sandbox: Sandbox) -> httpx.Client:
     return httpx.Client(base_url=sandbox.env["PREFECT_API_URL"], timeout=60)
 
 
-def _wait_terminal(api: httpx.Client, run_id: str, timeout: float = 600) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = api.get(f"/flow_runs/{run_id}").raise_for_status().json()
-        if run["state_type"] in TERMINAL:
-            return run
-        time.sleep(1)
-    raise AssertionError(f"flow run {run_id} not finished in {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def built(sandbox: Sandbox):
     """The whole build in process, then once more as the build-cluster deployment on the worker; torn down after."""
@@ -119,7 +108,7 @@ def built(sandbox: Sandbox):
             spec = yaml.safe_load(SPEC.read_text())
             run = api.post(f"/deployments/{deployment['id']}/create_flow_run",
                            json={"parameters": {"spec": spec, "phases": DEMO_PHASES}}).raise_for_status().json()
-            finished = _wait_terminal(api, run["id"])
+            finished = wait_flow_run(api, run["id"], timeout=600)
             assert finished["state_type"] == "COMPLETED", redacted(json.dumps(finished["state"]))
         outputs = {"output of groundup build": result.stdout + result.stderr,
                    "output of groundup deploy": deployed.stdout + deployed.stderr}
