@@ -233,6 +233,15 @@ def watch(until: Callable[[], bool], then: Callable[[], None], timeout: float, p
     return thread
 
 
+def build_and_judge(bench: Bench, result: Result, phases: str = ALL_PHASES) -> subprocess.CompletedProcess:
+    """Run the case's build; record how it ended, keep its failure, and flag a traceback."""
+    done = bench.build(phases)
+    result.ending, result.message = ended(done)
+    keep_failure(result, result.message)
+    check_no_traceback(result, done.stderr)
+    return done
+
+
 def ended(done: subprocess.CompletedProcess) -> tuple[str, str]:
     """(recovered|failed, message) of a CLI run."""
     if done.returncode == 0:
@@ -262,10 +271,7 @@ def case_throttling(bench: Bench, times: int = 5, phases: str = ALL_PHASES) -> R
     proxy = bench.start_proxy()
     for service in ("ec2", "elbv2", "sts"):
         proxy.inject(throttle(service, times))
-    done = bench.build(phases)
-    result.ending, result.message = ended(done)
-    keep_failure(result, result.message)
-    check_no_traceback(result, done.stderr)
+    done = build_and_judge(bench, result, phases)
     hits = proxy.injected()
     result.notes.append(f"{hits} calls throttled in the build")
     if hits < 3 * times:
@@ -288,10 +294,7 @@ def case_eventual_consistency(bench: Bench, times: int = 2, phases: str = ALL_PH
                                             "answer InvalidInstanceID.NotFound")
     proxy = bench.start_proxy()
     proxy.observe(new_instances_not_found(times))
-    done = bench.build(phases)
-    result.ending, result.message = ended(done)
-    keep_failure(result, result.message)
-    check_no_traceback(result, done.stderr)
+    done = build_and_judge(bench, result, phases)
     result.notes.append(f"{len(proxy.noticed)} new instances, {proxy.injected()} calls answered NotFound")
     if len(proxy.noticed) != len(bench.spec.nodes) or proxy.injected() < len(bench.spec.nodes):
         result.problems.append("the fault did not reach every new instance")
@@ -318,10 +321,7 @@ def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: 
         stopped.set()
         bench.note(f"sshd stopped on {node}")
     phases = ",".join(p for p in phases.split(",") if p not in ("network", "compute"))
-    done = bench.build(phases)
-    result.ending, result.message = ended(done)
-    keep_failure(result, result.message)
-    check_no_traceback(result, done.stderr)
+    done = build_and_judge(bench, result, phases)
     if not stopped.is_set():
         result.problems.append("the fault was not injected")
     if result.ending != "failed" or node not in result.message:
@@ -352,10 +352,7 @@ def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0", phases: st
         bench.note(f"sshd killed on {node} during an SFTP session")
 
     watch(uploading, kill_sshd, timeout=300, poll=0.02, stop=bench.done)
-    done = bench.build(phases)
-    result.ending, result.message = ended(done)
-    keep_failure(result, result.message)
-    check_no_traceback(result, done.stderr)
+    done = build_and_judge(bench, result, phases)
     if not killed.is_set():
         result.problems.append("the fault was not injected")
     if result.ending == "failed":
@@ -382,10 +379,7 @@ def case_reboot_mid_bootstrap(bench: Bench, node: str = "master-1") -> Result:
         bench.note(f"{node} reboots")
 
     watch(unit.exists, reboot, timeout=300, poll=0.1, stop=bench.done)
-    done = bench.build()
-    result.ending, result.message = ended(done)
-    keep_failure(result, result.message)
-    check_no_traceback(result, done.stderr)
+    done = build_and_judge(bench, result)
     if not rebooted.is_set():
         result.problems.append("the fault was not injected")
     instance = bench.node_record(node)
@@ -419,10 +413,7 @@ def case_slow_etcd(bench: Bench, hold_s: int = 30, node: str = "master-2") -> Re
         bench.note(f"etcd held back on {node}")
 
     watch(lambda: (bench.node_root(node) / "etc/systemd/system").is_dir(), hold, timeout=300, stop=bench.done)
-    done = bench.build()
-    result.ending, result.message = ended(done)
-    keep_failure(result, result.message)
-    check_no_traceback(result, done.stderr)
+    done = build_and_judge(bench, result)
     if not placed.is_set():
         result.problems.append("the fault was not injected")
     try:
