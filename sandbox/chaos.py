@@ -10,7 +10,6 @@ runs them all and prints the table; `tests/e2e/test_chaos.py` runs the short one
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -20,8 +19,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,25 +29,13 @@ from groundup.spec import ClusterSpec, load_spec
 from sandbox import leaks
 from sandbox.faultproxy import Fault, FaultProxy, new_instances_not_found, throttle
 from sandbox.lifecycle import read_env_file
+
 from sandbox.state import read_record, state_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "clusters" / "sandbox.yaml"
-LOCK = Path("/tmp/groundup-sandbox.lock")
 ALL_PHASES = "network,compute,pki,distribute,bootstrap,smoke"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-@contextmanager
-def sandbox_lock(path: Path = LOCK) -> Iterator[float]:
-    """Hold the shared sandbox lock for the block; yields the seconds spent waiting for it."""
-    started = time.monotonic()
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield time.monotonic() - started
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass

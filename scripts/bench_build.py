@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -46,7 +47,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 PHASES = ["network", "compute", "pki", "distribute", "bootstrap", "smoke"]
-LOCK = "/tmp/groundup-sandbox.lock"
 MUTATING = ("Create", "Run", "Authorize", "Register", "Import", "Allocate", "Associate", "Attach", "Add", "Put",
             "Modify", "Replace", "Set", "Delete", "Terminate", "Revoke", "Deregister", "Detach", "Disassociate",
             "Release", "Reboot", "Start", "Stop")
@@ -392,33 +392,6 @@ def wait_terminal(api, run_id: str, timeout: float = 900) -> dict:
     raise RuntimeError(f"flow run {run_id} not finished in {timeout:.0f} s")
 
 
-def lock_held_by_ancestor() -> bool:
-    pid = os.getppid()
-    while pid > 1:
-        try:
-            if LOCK.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return False
-    return False
-
-
-def take_lock(log):
-    """The sandbox is shared: hold its lock, unless a parent (`flock LOCK ...`) already does."""
-    if lock_held_by_ancestor():
-        return None
-    import fcntl
-
-    handle = open(LOCK, "a")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        log(f"waiting for the sandbox lock {LOCK} ...")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", default="3,9,21", help="worker counts, comma-separated; the first is the "
@@ -439,6 +412,7 @@ def main() -> int:
         print(text, file=sys.stderr, flush=True)
 
     from sandbox import lifecycle
+    from sandbox.lock import sandbox_lock
     from sandbox.state import state_dir
 
     state = state_dir()
@@ -447,7 +421,8 @@ def main() -> int:
     if not env.get("AWS_ENDPOINT_URL"):
         log("the sandbox is not up (no AWS_ENDPOINT_URL in its env file): `groundup sandbox up` first")
         return 2
-    held = take_lock(log)
+    held = ExitStack()
+    held.enter_context(sandbox_lock(say=log))
     load_start = os.getloadavg()
     moto_before = moto_instances(env)
     workdir = Path(tempfile.mkdtemp(prefix="groundup-bench-"))
@@ -486,8 +461,7 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001 - report, the lock is released below either way
             log(f"final teardown failed: {exc}")
         proxy.close()
-        if held is not None:
-            held.close()
+        held.close()
     raw["load"] = {"start": load_start, "end": os.getloadavg()}
     raw["moto_instances"] = moto_before
     raw["minutes"] = (time.monotonic() - began) / 60

@@ -9,8 +9,8 @@ the product owes or leaked anything.
     .venv/bin/python scripts/chaos.py throttling slow-etcd    # some
     .venv/bin/python scripts/chaos.py --list
 
-Each case takes the shared sandbox lock (/tmp/groundup-sandbox.lock) for itself, so other users of
-the sandbox get their turn in between; do not run it under `flock` (or pass --no-lock if you do).
+Each case takes the shared sandbox lock (`sandbox.lock`) for itself, so other users of the sandbox
+get their turn in between; under `flock /tmp/groundup-sandbox.lock` the cases run back to back.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sandbox import chaos  # noqa: E402
 from sandbox.lifecycle import status  # noqa: E402
+from sandbox.lock import sandbox_lock  # noqa: E402
 from sandbox.state import state_dir  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     results = []
     for name in names:
-        with (nullcontext(0.0) if args.no_lock else chaos.sandbox_lock()) as waited:
+        with (nullcontext(0.0) if args.no_lock else sandbox_lock()) as waited:
             print(f"chaos: {name} (waited {waited:.0f} s for the sandbox lock)", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             result = chaos.run_case(name)

@@ -1,4 +1,5 @@
 """Sandbox fixtures: bring the sandbox up once per session (or reuse a running one) and down at the end.
+The session holds the sandbox lock from its first e2e test to its end.
 
 Nodes exist only for instances launched in moto (the sandbox's controller boots them), so tests
 that need the cluster's nodes build it first. Flows run in subprocesses with the sandbox's env
@@ -19,6 +20,7 @@ import pytest
 from groundup.spec import load_spec
 from sandbox import lifecycle
 from sandbox.controller import read_nodes
+from sandbox.lock import sandbox_lock
 from sandbox.state import read_record, state_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,13 +87,15 @@ class Sandbox:
 
 @pytest.fixture(scope="session")
 def sandbox():
-    state = state_dir()
-    healthy = lifecycle.status(state)
-    running = healthy["up"] and healthy["moto"]["running"] and healthy["prefect"]["running"] \
-        and healthy["controller"]["running"] and healthy["mirror"]["running"]
-    if not running:
-        lifecycle.up(state)
-    yield Sandbox(state)
-    if not running:
-        left = lifecycle.down(state)
-        assert not any(left.values()), f"sandbox down left behind: {left}"
+    """The sandbox, held for this session alone (`sandbox.lock`): another session or a benchmark waits."""
+    with sandbox_lock():
+        state = state_dir()
+        healthy = lifecycle.status(state)
+        running = healthy["up"] and healthy["moto"]["running"] and healthy["prefect"]["running"] \
+            and healthy["controller"]["running"] and healthy["mirror"]["running"]
+        if not running:
+            lifecycle.up(state)
+        yield Sandbox(state)
+        if not running:
+            left = lifecycle.down(state)
+            assert not any(left.values()), f"sandbox down left behind: {left}"
