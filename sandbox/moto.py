@@ -94,9 +94,11 @@ def moto_environment(state_dir: Path) -> dict[str, str]:
 
 def start_moto_server(state_dir: Path, host: str = "127.0.0.1", port: int | None = None,
                       log: Path | None = None, timeout: float = 30.0,
-                      console_dir: Path | None = None) -> MotoServer:
-    """Start `moto_server` on loopback and wait until it answers. With `console_dir`, EC2 console
-    output comes from the files the sandbox's cloud-init writes there (sandbox.moto_console)."""
+                      console_dir: Path | None = None, forget_terminated_after: float | None = None) -> MotoServer:
+    """Start `moto_server` on loopback and wait until it answers. With `console_dir`, the sandbox's moto
+    (sandbox.moto_console): EC2 console output comes from the files the sandbox's cloud-init writes
+    there, and an instance terminated `forget_terminated_after` seconds ago (default: an hour, as EC2)
+    is forgotten."""
     if not host.startswith("127."):
         raise ValueError("the moto server listens on loopback only")
     port = port or free_port(host)
@@ -105,6 +107,8 @@ def start_moto_server(state_dir: Path, host: str = "127.0.0.1", port: int | None
     else:
         console_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "sandbox.moto_console", "--console-dir", str(console_dir)]
+        if forget_terminated_after is not None:
+            command += ["--forget-terminated-after", str(forget_terminated_after)]
     out = open(log, "ab") if log else subprocess.DEVNULL
     process = subprocess.Popen(
         [*command, "-H", host, "-p", str(port)],
