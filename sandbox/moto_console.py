@@ -98,17 +98,20 @@ def _launch_interfaces_delete_on_termination() -> None:
 
 def _forget_terminated(after: float, clock=time.monotonic) -> None:
     """Instances terminated more than `after` seconds ago leave the EC2 backend (with their tags), checked
-    whenever the backend lists its reservations; a paginated DescribeInstances whose NextToken names a
-    reservation forgotten meanwhile goes on after it."""
+    at every EC2 request and whenever a backend lists its reservations. A paginated DescribeInstances
+    whose NextToken names a reservation forgotten (or no longer matching the filters) meanwhile goes on
+    after it, where moto would fail."""
     from moto.core.responses import ActionResult
     from moto.ec2.exceptions import InvalidParameterCombination
     from moto.ec2.models import EC2Backend
     from moto.ec2.models.instances import Instance, InstanceBackend
+    from moto.ec2.responses._base_response import EC2BaseResponse
     from moto.ec2.responses.instances import InstanceResponse
 
     terminate = Instance.terminate
     all_reservations = InstanceBackend.all_reservations
     iter_tagged_resources = EC2Backend.iter_tagged_resources
+    ec2_backend = EC2BaseResponse.ec2_backend.fget
     lock = threading.Lock()
     sequence = iter(range(1, sys.maxsize))
 
@@ -165,8 +168,13 @@ def _forget_terminated(after: float, clock=time.monotonic) -> None:
         prune(self)
         return iter_tagged_resources(self)
 
+    def pruned_backend(self):
+        backend = ec2_backend(self)
+        prune(backend)
+        return backend
+
     def describe_instances(self) -> ActionResult:
-        """moto's DescribeInstances, but a NextToken naming a forgotten reservation goes on after it."""
+        """moto's DescribeInstances, but a NextToken naming a reservation left out of this answer goes on after it."""
         self.error_on_dryrun()
         if "InstanceId.1" in self.data and "MaxResults" in self.data:
             raise InvalidParameterCombination(
@@ -183,10 +191,13 @@ def _forget_terminated(after: float, clock=time.monotonic) -> None:
         if token in reservation_ids:
             start = reservation_ids.index(token) + 1
         elif token:
-            tombstone = self.ec2_backend.__dict__.get("_forgotten_reservations", {}).get(token)
-            if tombstone is None:
+            backend = self.ec2_backend
+            known = backend.reservations.get(token)
+            tombstone = backend.__dict__.get("_forgotten_reservations", {}).get(token)
+            last = getattr(known, "_sequence", None) if known is not None else tombstone and tombstone[0]
+            if last is None:
                 raise ValueError(f"{token} is not a NextToken of DescribeInstances")
-            start = next((i for i, r in enumerate(reservations) if getattr(r, "_sequence", 0) > tombstone[0]),
+            start = next((i for i, r in enumerate(reservations) if getattr(r, "_sequence", 0) > last),
                          len(reservations))
         max_results = int(self._get_param("MaxResults", 100))
         page = reservations[start : start + max_results]
@@ -196,6 +207,7 @@ def _forget_terminated(after: float, clock=time.monotonic) -> None:
     Instance.terminate = terminate_and_note_time
     InstanceBackend.all_reservations = pruned_reservations
     EC2Backend.iter_tagged_resources = pruned_tagged_resources
+    EC2BaseResponse.ec2_backend = property(pruned_backend)
     InstanceResponse.describe_instances = describe_instances
 
 

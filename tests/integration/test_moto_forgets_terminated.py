@@ -111,6 +111,27 @@ def test_a_relaunch_at_a_terminated_instances_ip_works_before_it_is_forgotten(ec
     assert _states(ec2) == {second: "running"}
 
 
+def test_an_interface_launched_with_the_instance_goes_with_it_unless_kept_and_a_kept_one_is_freed(ec2) -> None:
+    subnet = _subnet(ec2)
+    ami = ec2.describe_images(Owners=[CANONICAL_OWNER_ID])["Images"][0]["ImageId"]
+
+    def launch(ip: str, **delete) -> tuple[str, str]:
+        interface = {"DeviceIndex": 0, "SubnetId": subnet, "PrivateIpAddress": ip, **delete}
+        instance = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, NetworkInterfaces=[interface])["Instances"][0]
+        return instance["InstanceId"], instance["NetworkInterfaces"][0]["NetworkInterfaceId"]
+
+    dropped, dropped_eni = launch("10.240.0.90")
+    kept, kept_eni = launch("10.240.0.91", DeleteOnTermination=False)
+    ec2.terminate_instances(InstanceIds=[dropped, kept])
+    interfaces = {n["NetworkInterfaceId"]: n for n in ec2.describe_network_interfaces()["NetworkInterfaces"]}
+    assert dropped_eni not in interfaces and kept_eni in interfaces
+    time.sleep(FORGET + 0.5)
+    interfaces = {n["NetworkInterfaceId"]: n for n in ec2.describe_network_interfaces()["NetworkInterfaces"]}
+    assert list(interfaces) == [kept_eni]
+    assert interfaces[kept_eni]["Status"] == "available" and "Attachment" not in interfaces[kept_eni]
+    assert _states(ec2) == {}
+
+
 def test_a_terminated_instance_is_forgotten_a_while_after_its_first_termination_not_its_last(ec2) -> None:
     subnet = _subnet(ec2)
     instance = _launch(ec2, subnet, "10.240.0.70", "c3")
@@ -132,6 +153,18 @@ def test_paging_goes_on_after_a_reservation_forgotten_between_two_pages(ec2) -> 
     rest = ec2.describe_instances(Filters=flt, MaxResults=2, NextToken=page["NextToken"])
     assert [r["Instances"][0]["InstanceId"] for r in rest["Reservations"]] == [last]
     assert "NextToken" not in rest or not rest["NextToken"]
+    assert _not_found(ec2, middle) == "InvalidInstanceID.NotFound", "the token's reservation was forgotten"
+
+
+def test_paging_goes_on_after_a_reservation_that_left_the_filter_between_two_pages(ec2) -> None:
+    subnet = _subnet(ec2)
+    first, middle, last = (_launch(ec2, subnet, ip, "c5") for ip in ("10.240.0.85", "10.240.0.86", "10.240.0.87"))
+    flt = [{"Name": f"tag:{TAG}", "Values": ["c5"]}, {"Name": "instance-state-name", "Values": ["running"]}]
+    page = ec2.describe_instances(Filters=flt, MaxResults=2)
+    assert [r["Instances"][0]["InstanceId"] for r in page["Reservations"]] == [first, middle]
+    ec2.stop_instances(InstanceIds=[middle])
+    rest = ec2.describe_instances(Filters=flt, MaxResults=2, NextToken=page["NextToken"])
+    assert [r["Instances"][0]["InstanceId"] for r in rest["Reservations"]] == [last]
 
 
 def test_the_wrapper_forgets_after_an_hour_unless_told_and_passes_moto_its_own_options() -> None:
