@@ -138,7 +138,7 @@ def ensure_instance(ctx: Context, node: Node, ami_id: str, subnet_id: str, secur
         if found["State"]["Name"] in ("stopping", "stopped"):
             ctx.act("start", f"instance {node.short_name}", retry_transient, ctx.ec2.start_instances,
                     InstanceIds=[instance_id])
-        if not ctx.dry_run:
+        if not ctx.dry_run and found["State"]["Name"] != "running":
             wait_running(ctx, instance_id)
         return instance_id
     interface = {
