@@ -104,11 +104,13 @@ class NodeDistribution:
     skipped: list[str] = field(default_factory=list)
     host_key_source: str = ""
     seconds: float = 0.0
+    reconnects: list[str] = field(default_factory=list)
 
     def as_result(self) -> dict:
         return {
             "node": self.node, "address": self.address, "uploaded": self.uploaded, "fixed": self.fixed,
             "skipped": self.skipped, "host_key_source": self.host_key_source, "seconds": round(self.seconds, 3),
+            "reconnects": self.reconnects,
         }
 
 
@@ -124,6 +126,7 @@ def distribute_to_node(spec: ClusterSpec, node: Node, address: str, instance_id:
     return NodeDistribution(
         node=node.short_name, address=address, uploaded=report.uploaded, fixed=report.fixed,
         skipped=report.skipped, host_key_source=pin.source, seconds=time.monotonic() - started,
+        reconnects=report.reconnects,
     )
 
 

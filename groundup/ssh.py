@@ -186,6 +186,7 @@ class SyncReport:
     uploaded: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    reconnects: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -322,6 +323,8 @@ def sync_files(target: Target, pkey: paramiko.PKey, files: list[RemoteFile], *, 
                 raise ConnectionError(
                     f"{target.name}: connection lost during upload {attempts} times; last: {type(exc).__name__}: {exc}"
                 ) from None
+            merged.reconnects.append(f"connection lost during upload (attempt {attempt} of {attempts}): "
+                                     f"{type(exc).__name__}: {exc}"[:300])
             sleep(min(0.5 * 2 ** attempt, 5.0))
         finally:
             session.close()

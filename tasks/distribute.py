@@ -22,6 +22,8 @@ def distribute_node(spec: ClusterSpec, node: str, address: str, instance_id: str
     pkey = cluster_ssh_key(spec)
     result = distribute_to_node(spec, node_by_name(spec, node), address, instance_id, store, pkey,
                                 console_output_reader(spec), boot_timeout=boot_timeout)
+    for reconnect in result.reconnects:
+        logger.warning("%s (%s): %s; connected again and went on", node, address, reconnect)
     logger.info("%s (%s): %d uploaded, %d fixed, %d unchanged in %.1f s (host key from %s)", node, address,
                 len(result.uploaded), len(result.fixed), len(result.skipped), result.seconds,
                 result.host_key_source)

@@ -242,6 +242,7 @@ def test_connection_dropped_mid_transfer_is_retried_and_leaves_no_partial_file(
     assert seen_during_drop == [b"previous version"], "the target changed before the upload completed"
     assert big_path.read_bytes() == big.data
     assert big.path in report.uploaded
+    assert len(report.reconnects) == 1 and report.reconnects[0].startswith("connection lost during upload (attempt 1 of 3)")
     leftovers = [p for p in remote.rglob("*") if ssh.TEMP_MARK in p.name]
     assert leftovers == []
 
