@@ -9,7 +9,15 @@ For each artifact: when every file a previous run installed from the same URL is
 (same sha256 and mode, recorded in /var/lib/groundup/releases.json), nothing is downloaded. Otherwise
 the artifact and its checksum file are downloaded, the sha256 is checked, and the files are installed
 atomically (written beside their destination, then renamed over it). An artifact whose checksum does
-not match installs nothing. The last line on stdout is a JSON summary:
+not match installs nothing.
+
+Beside each file's sha256 and mode the state records its stat identity (size, inode, device, mtime and
+ctime in ns) as of its install or its last verified hash. A file whose identity is unchanged is trusted
+without hashing it again: any write, chmod, rename or replacement moves its ctime, which user space
+cannot set back (the check git's index and rsync rely on). As in git, an identity whose ctime is not
+older than the state file itself could share its clock tick with a later write, so such a file is
+hashed. Any other difference, or a state without identities, means hashing as before; a file that
+still matches gets its identity recorded. The last line on stdout is a JSON summary:
 {"downloaded": [...], "unchanged": [...], "installed": [...], "failed": [...]}; errors go to stderr
 and make the exit status 1.
 """
@@ -36,6 +44,8 @@ ATTEMPTS = 4
 USER_AGENT = "groundup-install-releases/1"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
+STAT_FIELDS = ("st_size", "st_ino", "st_dev", "st_mtime_ns", "st_ctime_ns")
+RACY_WAIT_S = 2.0
 
 
 class Failure(Exception):
@@ -153,24 +163,45 @@ def not_found(manifest: dict, entry: dict, url: str) -> Failure:
                    "published release")
 
 
-def up_to_date(record: dict | None, entry: dict, root: str) -> bool:
-    """Every file a previous run installed from this URL is still there with its digest and mode."""
+def stat_identity(st: os.stat_result) -> dict:
+    """What of a file's stat changes whenever its bytes, mode or inode do."""
+    return {name: getattr(st, name) for name in STAT_FIELDS}
+
+
+def verified_files(record: dict | None, entry: dict, root: str, state_mtime_ns: int) -> tuple:
+    """(the record's files with their current stat identity, whether any was hashed) when every file a
+    previous run installed from this URL is still there with its digest and mode; (None, ...) when the
+    artifact must be installed. A file is hashed only when its recorded identity is missing, differs or
+    is racy (its ctime not older than the state file)."""
     if not record or record.get("url") != entry["url"] or record.get("install") != entry["install"]:
-        return False
+        return None, False
     files = record.get("files") or {}
     if not files:
-        return False
+        return None, False
+    checked = {}
+    hashed = False
     for path, want in files.items():
         target = rooted(root, path)
         try:
-            st = os.lstat(target)
+            before = os.lstat(target)
         except OSError:
-            return False
-        if not os.path.isfile(target) or os.path.islink(target) or (st.st_mode & 0o7777) != want["mode"]:
-            return False
-        if file_sha256(target) != want["sha256"]:
-            return False
-    return True
+            return None, hashed
+        if not os.path.isfile(target) or os.path.islink(target) or (before.st_mode & 0o7777) != want["mode"]:
+            return None, hashed
+        identity = stat_identity(before)
+        known = want.get("stat")
+        if known != identity or known["st_ctime_ns"] >= state_mtime_ns:
+            hashed = True
+            if file_sha256(target) != want["sha256"]:
+                return None, hashed
+            try:
+                after = os.lstat(target)
+            except OSError:
+                return None, hashed
+            if stat_identity(after) != identity:
+                return None, hashed
+        checked[path] = {"sha256": want["sha256"], "mode": want["mode"], "stat": identity}
+    return checked, hashed
 
 
 def _members(archive: tarfile.TarFile) -> dict:
@@ -204,7 +235,8 @@ def sources(entry: dict, artifact_path: str, archive) -> list:
 
 
 def install(picks: list, root: str) -> dict:
-    """Stage every file beside its destination, then rename them all into place; {path: digest, mode}."""
+    """Stage every file beside its destination, then rename them all into place;
+    {path: {sha256, mode, stat identity}}."""
     staged = []
     try:
         for opener, path, mode in picks:
@@ -221,11 +253,10 @@ def install(picks: list, root: str) -> dict:
                 os.fsync(out.fileno())
             os.chmod(tmp, mode)
             staged[-1][3] = digest.hexdigest()
-        installed = {}
-        for tmp, target, path, digest, mode in staged:
+        for tmp, target, *_ in staged:
             os.replace(tmp, target)
-            installed[path] = {"sha256": digest, "mode": mode}
-        return installed
+        return {path: {"sha256": digest, "mode": mode, "stat": stat_identity(os.lstat(target))}
+                for _, target, path, digest, mode in staged}
     except BaseException:
         for tmp, *_ in staged:
             if os.path.exists(tmp):
@@ -266,21 +297,35 @@ def install_artifact(manifest: dict, entry: dict, root: str) -> dict:
     return {"url": entry["url"], "sha256": actual, "install": entry["install"], "files": files}
 
 
-def load_state(path: str) -> dict:
+def load_state(path: str) -> tuple:
+    """The state and its file's mtime in ns (0 when there is none)."""
     try:
         with open(path) as handle:
             state = json.load(handle)
+            mtime_ns = os.fstat(handle.fileno()).st_mtime_ns
     except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
+        return {}, 0
+    return (state, mtime_ns) if isinstance(state, dict) else ({}, 0)
+
+
+def newest_ctime_ns(state: dict) -> int:
+    return max((f["stat"]["st_ctime_ns"] for record in state.values() if isinstance(record, dict)
+                for f in (record.get("files") or {}).values() if isinstance(f.get("stat"), dict)), default=0)
 
 
 def save_state(path: str, state: dict) -> None:
+    """Write the state atomically, its mtime past every recorded ctime (waiting a clock tick at most), so
+    that the next run can trust the identities it holds."""
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".releases.")
     with os.fdopen(fd, "w") as handle:
         json.dump(state, handle, indent=1, sort_keys=True)
         handle.flush()
+        newest = newest_ctime_ns(state)
+        deadline = time.monotonic() + RACY_WAIT_S
+        while os.fstat(handle.fileno()).st_mtime_ns <= newest and time.monotonic() < deadline:
+            time.sleep(0.001)
+            os.utime(handle.fileno())
         os.fsync(handle.fileno())
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
@@ -289,13 +334,18 @@ def save_state(path: str, state: dict) -> None:
 def run(manifest: dict, root: str) -> tuple:
     """Install every artifact of the manifest; returns (summary, errors)."""
     state_path = rooted(root, STATE_FILE)
-    state = load_state(state_path)
+    state, state_mtime_ns = load_state(state_path)
     summary = {"downloaded": [], "unchanged": [], "installed": [], "failed": []}
     errors = []
+    refreshed = False
     for entry in manifest["artifacts"]:
         key = entry["artifact"]
-        if up_to_date(state.get(key), entry, root):
+        files, hashed = verified_files(state.get(key), entry, root, state_mtime_ns)
+        if files is not None:
             summary["unchanged"].append(key)
+            if hashed:
+                state[key] = {**state[key], "files": files}
+                refreshed = True
             continue
         try:
             record = install_artifact(manifest, entry, root)
@@ -305,8 +355,11 @@ def run(manifest: dict, root: str) -> tuple:
             continue
         state[key] = record
         save_state(state_path, state)
+        refreshed = False
         summary["downloaded"].append(key)
         summary["installed"].extend(sorted(record["files"]))
+    if refreshed:
+        save_state(state_path, state)
     return summary, errors
 
 

@@ -1,0 +1,294 @@
+"""The node script's no-op re-run: installed files whose stat identity is unchanged are trusted without
+hashing; any change of identity is hashed, any change of bytes or mode reinstalls. The script runs in
+process (to count its hashes) against a --root in tmp_path and a mirror served on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import tarfile
+import threading
+import time
+from contextlib import redirect_stdout
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from groundup.releases import node_release_manifest
+from groundup.spec import ClusterSpec
+
+SCRIPT = Path(__file__).resolve().parents[2] / "groundup" / "node_scripts" / "install_releases.py"
+STATE = "var/lib/groundup/releases.json"
+MASTER_ARTIFACTS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+MASTER_FILES = ["/usr/local/bin/etcd", "/usr/local/bin/etcdctl", "/usr/local/bin/kube-apiserver",
+                "/usr/local/bin/kube-controller-manager", "/usr/local/bin/kube-scheduler"]
+
+
+@pytest.fixture(scope="module")
+def node_script():
+    spec = importlib.util.spec_from_file_location("install_releases_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Mirror:
+    """A release mirror on 127.0.0.1 holding small stand-ins for a master's releases, upstream layout."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests: list[str] = []
+        handler = partial(_QuietHandler, self.requests.append, directory=str(root))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def local(self, url: str) -> Path:
+        return self.root / url[len(self.url) + 1:]
+
+    def publish(self, manifest: dict) -> None:
+        for entry in manifest["artifacts"]:
+            artifact = self.local(entry["url"])
+            artifact.parent.mkdir(parents=True, exist_ok=True)
+            if entry["packing"] == "file":
+                artifact.write_bytes(f"#!/bin/sh\necho {entry['artifact']} {entry['version']}\n".encode())
+            else:
+                with tarfile.open(artifact, "w:gz") as archive:
+                    for rule in entry["install"]:
+                        data = f"#!/bin/sh\necho {rule['member']}\n".encode()
+                        info = tarfile.TarInfo(rule["member"])
+                        info.size, info.mode = len(data), 0o755
+                        archive.addfile(info, io.BytesIO(data))
+            digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+            text = digest if entry["checksum_format"] == "hex" else f"{digest}  {entry['checksum_entry']}"
+            self.local(entry["checksum_url"]).write_text(text + "\n")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def __init__(self, record, *args, **kwargs) -> None:
+        self.record = record
+        super().__init__(*args, **kwargs)
+
+    def log_message(self, format: str, *args) -> None:
+        self.record(self.path)
+
+
+class Node:
+    """One node's --root, its manifest, and runs of the node script that count what it hashes."""
+
+    def __init__(self, script, mirror: Mirror, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.script, self.mirror, self.root = script, mirror, tmp / "node"
+        spec = ClusterSpec(release_mirror=mirror.url)
+        self.manifest = node_release_manifest(spec, spec.masters[0])
+        mirror.publish(self.manifest)
+        self.manifest_path = tmp / "manifest.json"
+        self.manifest_path.write_text(json.dumps(self.manifest))
+        self.hashed: list[str] = []
+        real = script.file_sha256
+
+        def counting_file_sha256(path: str) -> str:
+            self.hashed.append("/" + os.path.relpath(path, self.root))
+            return real(path)
+
+        monkeypatch.setattr(script, "file_sha256", counting_file_sha256)
+
+    def run(self) -> tuple[int, dict]:
+        self.hashed.clear()
+        self.mirror.requests.clear()
+        out = io.StringIO()
+        with redirect_stdout(out):
+            code = self.script.main([str(self.manifest_path), "--root", str(self.root)])
+        summary = json.loads(out.getvalue().strip().splitlines()[-1])
+        assert set(summary) == {"downloaded", "unchanged", "installed", "failed"}
+        return code, summary
+
+    def path(self, name: str) -> Path:
+        return self.root / name.lstrip("/")
+
+    def state(self) -> dict:
+        return json.loads(self.path(STATE).read_text())
+
+    def recorded(self, name: str) -> dict:
+        return next(r["files"][name] for r in self.state().values() if name in r["files"])
+
+    def identity(self, name: str) -> dict:
+        st = os.lstat(self.path(name))
+        return {"st_size": st.st_size, "st_ino": st.st_ino, "st_dev": st.st_dev,
+                "st_mtime_ns": st.st_mtime_ns, "st_ctime_ns": st.st_ctime_ns}
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    served = Mirror(tmp_path / "mirror")
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def node(node_script, mirror, tmp_path, monkeypatch) -> Node:
+    node = Node(node_script, mirror, tmp_path, monkeypatch)
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == MASTER_ARTIFACTS and summary["failed"] == []
+    assert sorted(summary["installed"]) == MASTER_FILES
+    assert node.hashed == []
+    return node
+
+
+def rewrite_in_place(path: Path, data: bytes, recorded_ctime_ns: int) -> None:
+    """Write `data` over the file's bytes (same inode) until its ctime differs from the recorded one."""
+    for _ in range(1000):
+        with open(path, "r+b") as handle:
+            handle.write(data)
+        if os.lstat(path).st_ctime_ns != recorded_ctime_ns:
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"the ctime of {path} never moved")
+
+
+def test_install_records_each_files_stat_identity_older_than_the_state_file(node):
+    state_mtime_ns = node.path(STATE).stat().st_mtime_ns
+    for name in MASTER_FILES:
+        recorded = node.recorded(name)
+        assert recorded["stat"] == node.identity(name)
+        assert recorded["sha256"] == hashlib.sha256(node.path(name).read_bytes()).hexdigest()
+        assert recorded["mode"] == 0o755
+        assert recorded["stat"]["st_ctime_ns"] < state_mtime_ns
+
+
+def test_a_second_run_hashes_nothing_downloads_nothing_and_leaves_the_state_alone(node):
+    state = node.path(STATE)
+    before = (state.read_bytes(), state.stat().st_mtime_ns, state.stat().st_ino)
+    code, summary = node.run()
+    assert code == 0
+    assert summary == {"downloaded": [], "unchanged": MASTER_ARTIFACTS, "installed": [], "failed": []}
+    assert node.hashed == [] and node.mirror.requests == []
+    assert (state.read_bytes(), state.stat().st_mtime_ns, state.stat().st_ino) == before
+
+
+def test_a_file_rewritten_with_its_own_bytes_is_hashed_once_kept_and_its_new_identity_recorded(node):
+    name = "/usr/local/bin/kube-scheduler"
+    target = node.path(name)
+    rewrite_in_place(target, target.read_bytes(), node.recorded(name)["stat"]["st_ctime_ns"])
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == [] and summary["unchanged"] == MASTER_ARTIFACTS
+    assert node.hashed == [name] and node.mirror.requests == []
+    assert node.recorded(name)["stat"] == node.identity(name)
+    code, summary = node.run()
+    assert code == 0 and node.hashed == []
+
+
+def test_a_chmod_back_and_forth_is_hashed_and_kept(node):
+    name = "/usr/local/bin/etcdctl"
+    recorded_ctime_ns = node.recorded(name)["stat"]["st_ctime_ns"]
+    for _ in range(1000):
+        node.path(name).chmod(0o700)
+        node.path(name).chmod(0o755)
+        if node.identity(name)["st_ctime_ns"] != recorded_ctime_ns:
+            break
+        time.sleep(0.001)
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == [] and node.hashed == [name]
+
+
+def test_other_bytes_of_the_same_size_and_mtime_are_reinstalled(node):
+    name = "/usr/local/bin/kube-apiserver"
+    target = node.path(name)
+    good = target.read_bytes()
+    recorded = node.recorded(name)["stat"]
+    rewrite_in_place(target, bytes(reversed(good)), recorded["st_ctime_ns"])
+    os.utime(target, ns=(recorded["st_mtime_ns"], recorded["st_mtime_ns"]))
+    assert node.identity(name)["st_size"] == recorded["st_size"]
+    assert node.identity(name)["st_mtime_ns"] == recorded["st_mtime_ns"]
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == ["kube-apiserver"] and summary["installed"] == [name]
+    assert node.hashed == [name]
+    assert target.read_bytes() == good and node.recorded(name)["stat"] == node.identity(name)
+
+
+def test_a_file_replaced_by_another_is_reinstalled(node):
+    name = "/usr/local/bin/etcdctl"
+    target = node.path(name)
+    good = target.read_bytes()
+    other = target.with_name("etcdctl.other")
+    other.write_bytes(b"x" * len(good))
+    other.chmod(0o755)
+    os.replace(other, target)
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == ["etcd"]
+    assert sorted(summary["installed"]) == ["/usr/local/bin/etcd", "/usr/local/bin/etcdctl"]
+    assert target.read_bytes() == good
+
+
+def test_a_chmodded_file_is_reinstalled_with_its_mode(node):
+    name = "/usr/local/bin/kube-controller-manager"
+    node.path(name).chmod(0o700)
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == ["kube-controller-manager"] and summary["installed"] == [name]
+    assert node.path(name).stat().st_mode & 0o7777 == 0o755
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == [] and node.hashed == []
+
+
+def test_a_missing_file_is_reinstalled(node):
+    node.path("/usr/local/bin/etcd").unlink()
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == ["etcd"] and node.path("/usr/local/bin/etcd").is_file()
+
+
+def test_a_state_without_stat_identities_is_hashed_once_and_upgraded(node):
+    state = node.state()
+    for record in state.values():
+        for recorded in record["files"].values():
+            del recorded["stat"]
+    node.path(STATE).write_text(json.dumps(state))
+    code, summary = node.run()
+    assert code == 0
+    assert summary == {"downloaded": [], "unchanged": MASTER_ARTIFACTS, "installed": [], "failed": []}
+    assert sorted(node.hashed) == MASTER_FILES and node.mirror.requests == []
+    assert all(node.recorded(name)["stat"] == node.identity(name) for name in MASTER_FILES)
+    code, summary = node.run()
+    assert code == 0 and node.hashed == [] and summary["unchanged"] == MASTER_ARTIFACTS
+
+
+def test_an_old_state_with_a_changed_file_still_reinstalls_it(node):
+    state = node.state()
+    for record in state.values():
+        for recorded in record["files"].values():
+            del recorded["stat"]
+    node.path(STATE).write_text(json.dumps(state))
+    node.path("/usr/local/bin/kube-scheduler").write_bytes(b"#!/bin/sh\nexit 0\n")
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == ["kube-scheduler"]
+    assert node.recorded("/usr/local/bin/kube-scheduler")["stat"] == node.identity("/usr/local/bin/kube-scheduler")
+
+
+def test_an_identity_not_older_than_the_state_file_is_racy_and_hashed(node):
+    name = "/usr/local/bin/kube-scheduler"
+    racy = node.recorded(name)["stat"]["st_ctime_ns"]
+    older = [n for n in MASTER_FILES if node.recorded(n)["stat"]["st_ctime_ns"] < racy]
+    os.utime(node.path(STATE), ns=(racy, racy))
+    code, summary = node.run()
+    assert code == 0 and summary["downloaded"] == [] and summary["unchanged"] == MASTER_ARTIFACTS
+    assert name in node.hashed and not set(older) & set(node.hashed)
+    assert node.path(STATE).stat().st_mtime_ns > racy
+    code, summary = node.run()
+    assert code == 0 and node.hashed == []
+
+
+def test_a_failed_artifact_keeps_the_summary_and_exit_status(node, mirror):
+    entry = next(e for e in node.manifest["artifacts"] if e["artifact"] == "kube-scheduler")
+    mirror.local(entry["url"]).write_bytes(b"tampered")
+    node.path("/usr/local/bin/kube-scheduler").unlink()
+    code, summary = node.run()
+    assert code == 1
+    assert summary == {"downloaded": [], "unchanged": ["etcd", "kube-apiserver", "kube-controller-manager"],
+                       "installed": [], "failed": ["kube-scheduler"]}
