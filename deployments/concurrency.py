@@ -12,7 +12,9 @@ pass straight through.
 The record also names the lease, the host and the process, so a run that died holding the cluster
 (its process killed: no `finally` ran) does not keep it for the lease's five minutes: a Retry of
 that run, any run once the holder's run has ended (Crashed, ...), or any run on the same machine
-once the holder's process is gone, takes the lock back at once and logs whose it was.
+once the holder's process is gone, takes the lock back at once and logs whose it was; a run that
+waits keeps looking, so a holder that dies while it waits is relieved too. A slot taken with no run
+recorded as holding it for longer than a lease (a lease the server lost) is freed the same way.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -38,6 +42,8 @@ __all__ = ["ClusterBusy", "LockMode", "cluster_lock", "current_holder", "ensure_
 
 _held: ContextVar[frozenset[str]] = ContextVar("groundup_held_clusters", default=frozenset())
 LEASE_SECONDS = 300.0
+CHECK_EVERY_S = 10.0
+ORPHAN_AFTER_S = LEASE_SECONDS + 30.0
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -125,6 +131,11 @@ def cluster_lock(cluster: str, mode: LockMode | str = LockMode.wait,
         holder = current_holder(cluster)
         logger.info("cluster %s is held by %s: waiting for it", cluster,
                     holder.describe() if holder else "another run")
+    waiting = threading.Event()
+    if mode is LockMode.wait:
+        waiting.set()
+        threading.Thread(target=copy_context().run, args=(_relieve_while_waiting, cluster, me, logger, waiting),
+                         daemon=True, name=f"groundup-lock-watch-{cluster}").start()
     try:
         acquired = acquire_concurrency_slots_with_lease(
             [name], 1, timeout_seconds=timeout_s, strict=True, lease_duration=LEASE_SECONDS,
@@ -135,6 +146,8 @@ def cluster_lock(cluster: str, mode: LockMode | str = LockMode.wait,
         if _is_locked(exc):
             raise ClusterBusy(cluster, current_holder(cluster)) from None
         raise
+    finally:
+        waiting.clear()
     if me is not None:
         me = replace(me, lease_id=str(acquired.lease_id))
     try:
@@ -178,6 +191,47 @@ def _take_back_stale(cluster: str, me: Holder | None, logger) -> None:
         logger.info("cluster %s: the lease of %s is already gone (%s)", cluster, holder.describe(), exc)
     _forget(cluster, holder)
     logger.warning("cluster %s: took back the lock held by %s, %s", cluster, holder.describe(), why)
+
+
+def _relieve_while_waiting(cluster: str, me: Holder | None, logger, waiting: threading.Event) -> None:
+    """While a run waits for the cluster: take the lock back from a holder that dies meanwhile, and
+    free a slot that nobody holds. A server that keeps its leases in memory (Prefect's default) loses
+    them when it restarts, and the slot of a lost lease is never given back; a live holder records
+    itself right after taking the slot, so a slot taken with no holder recorded for longer than a lease
+    (ORPHAN_AFTER_S) belongs to no one."""
+    unrecorded_since: float | None = None
+    while waiting.wait(0) and not _stop_watch(waiting, CHECK_EVERY_S):
+        try:
+            _take_back_stale(cluster, me, logger)
+            if current_holder(cluster) is not None or not _slots_in_use(cluster):
+                unrecorded_since = None
+                continue
+            unrecorded_since = unrecorded_since or time.monotonic()
+            if time.monotonic() - unrecorded_since >= ORPHAN_AFTER_S and waiting.is_set():
+                _free_orphaned_slot(cluster)
+                logger.warning("cluster %s: freed its lock's slot, taken for %.0f s with no run recorded as "
+                               "holding it (a lease the Prefect server lost, e.g. in a restart)", cluster,
+                               time.monotonic() - unrecorded_since)
+                unrecorded_since = None
+        except Exception as exc:  # noqa: BLE001 - a look that failed is tried again; the wait goes on
+            logger.debug("cluster %s: lock watch: %s", cluster, exc)
+
+
+def _stop_watch(waiting: threading.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True once the wait is over."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not waiting.is_set():
+            return True
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    return not waiting.is_set()
+
+
+def _free_orphaned_slot(cluster: str) -> None:
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(limit_name(cluster), GlobalConcurrencyLimitUpdate(active_slots=0))
 
 
 def _record(cluster: str, me: Holder | None) -> None:

@@ -30,6 +30,9 @@ def base_environment(state: Path) -> dict[str, str]:
         "PREFECT_HOME": str(prefect_home(state)),
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # leases on disk: a restarted server still knows them and expires them (in memory, the slots
+        # of leases held across a restart stay taken)
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
     }
 
 
