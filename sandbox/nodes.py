@@ -198,6 +198,12 @@ def stop(pid: int | None, timeout: float = 20.0) -> None:
     """Shut one node down (SIGTERM: systemd's clean shutdown), SIGKILL after `timeout`."""
     if pid and pid_alive(pid):
         stop_pids([pid], timeout=timeout)
+    process = _booted.pop(pid, None) if pid else None
+    if process is not None:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            _booted[pid] = process
 
 
 def nspawn_pids(state: Path) -> list[int]:

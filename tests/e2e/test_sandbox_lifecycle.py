@@ -194,6 +194,7 @@ def test_terminate_discards_the_node_and_a_relaunch_gets_a_fresh_disk_and_new_ho
     gone = wait_for(lambda: node_gone(sandbox, "10.240.0.50"), 60, "node discarded")
     print(f"\nterminate: instance terminated -> node, disk and network gone {gone:.2f} s")
     assert not sshd_answers("10.240.0.50")
+    assert _zombie_children(sandbox.record["controller"]["pid"]) == [], "the controller did not reap the node's nspawn"
     new = cloud.launch("10.240.0.50")
     relaunch = wait_for(lambda: sshd_answers("10.240.0.50"), 60, "sshd on the relaunched node")
     print(f"relaunch at the same IP: instance launched -> sshd answers {relaunch:.2f} s")
@@ -204,6 +205,18 @@ def test_terminate_discards_the_node_and_a_relaunch_gets_a_fresh_disk_and_new_ho
     assert [parse_public_key(k) for k in cloud.console_keys(new)] == [new_key]
     assert [parse_public_key(k) for k in cloud.console_keys(old)] == [old_key], "the old console is the old one"
     assert sandbox.node_exec("10.240.0.50", "test", "-e", "/root/marker").returncode == 1
+
+
+def _zombie_children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _reachable(from_ip: str, url: str) -> bool:
