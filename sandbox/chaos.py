@@ -322,11 +322,32 @@ def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: 
     return result
 
 
-def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0", phases: str = ALL_PHASES) -> Result:
-    """Every sshd process on one node SIGKILLed while the distribute phase uploads to it."""
-    result = Result("sshd-killed-mid-upload", f"every sshd process on {node} SIGKILLed while its SFTP server runs "
-                                              "(distribute); systemd restarts sshd")
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+# The node's first SFTP session holds for a moment before the real server takes over, so the fault
+# always finds a session to cut (the uploads themselves last milliseconds here).
+SFTP_HOLD = """#!/bin/sh
+if mkdir /tmp/groundup-chaos-sftp-held 2>/dev/null; then sleep {hold}; fi
+exec {server}.real "$@"
+"""
+
+
+def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0", hold_s: float = 2.0,
+                                phases: str = ALL_PHASES) -> Result:
+    """Every sshd process on one node SIGKILLed while the distribute phase holds an SFTP session to it."""
+    result = Result("sshd-killed-mid-upload", f"every sshd process on {node} SIGKILLed during its first SFTP "
+                                              "session (distribute); systemd restarts sshd")
     killed = threading.Event()
+    launched = bench.build("network,compute")
+    if launched.returncode != 0:
+        result.problems.append("launching failed: " + first_line_naming(failure_message(launched.stderr)))
+        return result
+    bench.wait_node_running(node)
+    wrapper = SFTP_HOLD.format(hold=hold_s, server=SFTP_SERVER)
+    held = bench.node_exec(node, "sh", "-c", f"mv {SFTP_SERVER} {SFTP_SERVER}.real && cat > {SFTP_SERVER} "
+                           f"<<'EOF'\n{wrapper}EOF\nchmod 755 {SFTP_SERVER}")
+    if held.returncode != 0:
+        result.problems.append(f"could not hold the SFTP server on {node}: {held.stderr.strip()}")
+        return result
 
     def uploading() -> bool:
         return bench.ssh_established(node) and bench.node_exec(node, "pgrep", "-f", "sftp-server").returncode == 0
@@ -338,9 +359,16 @@ def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0", phases: st
         bench.note(f"sshd killed on {node} during an SFTP session")
 
     watch(uploading, kill_sshd, timeout=300, poll=0.02, stop=bench.done)
+    phases = ",".join(p for p in phases.split(",") if p not in ("network", "compute"))
     done = build_and_judge(bench, result, phases)
     if not killed.is_set():
         result.problems.append("the fault was not injected")
+    if result.ending == "recovered":
+        told = "connected again" in done.stderr + done.stdout
+        result.notes.append("the run log says the upload connected again" if told
+                            else "the run log does not say the upload's connection dropped")
+        if not told:
+            result.problems.append("a dropped upload connection must be logged")
     if result.ending == "failed":
         result.message = first_line_naming(result.message, node)
         if node not in result.message:

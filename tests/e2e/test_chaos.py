@@ -3,8 +3,7 @@ sandbox cluster with one fault, checks how the build ended, tears it down and ch
 the cluster is left in moto or on this machine. AWS faults come through the fault proxy the build's
 AWS_ENDPOINT_URL points at; node faults are done on the nodes; process faults with SIGKILL.
 
-The phases are limited to those the fault touches, so the four cases take about two minutes.
-The sshd-killed-mid-upload case runs only in `make chaos`: its fault depends on catching a short SFTP session."""
+The phases are limited to those the fault touches, so the five cases take about three minutes."""
 
 from __future__ import annotations
 
@@ -38,6 +37,13 @@ def test_a_node_that_never_answers_fails_the_build_naming_it_and_the_others_get_
                    phases="network,compute,pki,distribute")
     result = chaos.run_case("unreachable-node", case, sandbox.state)
     assert result.ending == "failed" and "worker-2" in result.message, _explain(result)
+    assert result.ok, _explain(result)
+
+
+def test_sshd_killed_during_an_upload_is_ridden_out_or_named_and_a_rerun_completes(sandbox: Sandbox) -> None:
+    case = partial(chaos.case_sshd_killed_mid_upload, node="worker-0", phases="network,compute,pki,distribute")
+    result = chaos.run_case("sshd-killed-mid-upload", case, sandbox.state)
+    assert result.ending in {"recovered", "failed, re-run completed"}, _explain(result)
     assert result.ok, _explain(result)
 
 
