@@ -351,7 +351,12 @@ def retry_after_late_failure(bench: Bench, state: Path, log) -> dict:
     body["ssh"] = {**body.get("ssh", {}), "boot_timeout_s": 5}
     with bench.api() as api:
         deployment = api.get(f"/deployments/name/build-cluster/{spec.name}").raise_for_status().json()
-        stopped = node_exec(pid, ["systemctl", "stop", "ssh.service", "ssh.socket"])
+        deadline = time.monotonic() + 60
+        while True:  # a node just booted may not have its system bus yet
+            stopped = node_exec(pid, ["systemctl", "stop", "ssh.service", "ssh.socket"])
+            if stopped.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         if stopped.returncode != 0:
             raise RuntimeError(f"could not stop sshd on {last.short_name}: {stopped.stderr}")
         try:
