@@ -263,7 +263,7 @@ def parse_container_ip(ip_output: str) -> str | None:
 def ping_all_command(ips: list[str]) -> str:
     """One busybox shell in the pod that pings every address at once (two packets 0.2 s apart each, as one ping
     would), each result printed whole after a `== <ip>` line."""
-    script = ('for ip in "$@"; do (out=$(/bin/busybox ping -c 2 -i 0.2 -W 2 "$ip" 2>&1); '
+    script = ('for ip in "$@"; do (out=$(/bin/busybox ping -c 2 -i 0.2 -W 3 "$ip" 2>&1); '
               'printf "== %s\\n%s\\n" "$ip" "$out") & done; wait')
     return f"/bin/busybox sh -c {shlex.quote(script)} ping-all " + " ".join(shlex.quote(ip) for ip in ips)
 

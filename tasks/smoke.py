@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 
 from groundup import smoke
 from groundup.admin_kubeconfig import ADMIN_KUBECONFIG
-from groundup.smoke import Check, Where, failed, not_run, passed
+from groundup.smoke import Check, Status, Where, failed, not_run, passed
 from groundup.spec import ClusterSpec, Node, Role, node_by_name
 from groundup.ssh import RemoteFile
 from tasks.nodes import boot_timeout_for, console_output_reader, fan_out
@@ -135,9 +135,35 @@ def _master_checks(spec: ClusterSpec, master: Node, session) -> dict:
         out["etcd_health"] = smoke.parse_endpoint_health(health)
     except ValueError:
         out["etcd_health"] = smoke.health_from_failure(spec, health + err)
-    _, journal, _ = _sh(session, "journalctl -u kube-apiserver --no-pager -o cat | grep -i 'client' | tail -n 2000")
+    _, journal, _ = _sh(session, API_CLIENTS_COMMAND)
     out["api_clients"] = sorted(smoke.parse_client_identities(journal))
     return out
+
+
+API_CLIENTS_COMMAND = "journalctl -u kube-apiserver --no-pager -o cat | grep -i 'client' | tail -n 2000"
+API_CLIENTS_WAIT_S = 30.0
+
+
+@task(name="smoke-api-clients", persist_result=True)
+def smoke_api_clients(spec: ClusterSpec, masters: list[tuple[str, str, str | None]], seen: list[str],
+                      wait_s: float = API_CLIENTS_WAIT_S, boot_timeout: float = 60.0) -> list[str]:
+    """The API servers' journals read again, for up to `wait_s`, until every worker's kubelet and
+    kube-proxy has been seen (a component started last in the bootstrap dials the API every 2 s)."""
+    found = set(seen)
+    sessions = []
+    try:
+        for name, address, instance_id in masters:
+            sessions.append(_session(spec, node_by_name(spec, name), address, instance_id, boot_timeout))
+        deadline = time.monotonic() + wait_s
+        while True:
+            for session in sessions:
+                found |= smoke.parse_client_identities(_sh(session, API_CLIENTS_COMMAND)[1])
+            if smoke.judge_node_clients(spec, found).status is Status.passed or time.monotonic() > deadline:
+                return sorted(found)
+            time.sleep(1.0)
+    finally:
+        for session in sessions:
+            session.close()
 
 
 POD_IP_WAIT_S = 10.0
@@ -320,6 +346,13 @@ def smoke_phase(spec: ClusterSpec, api_endpoint: str) -> list[Check]:
         except NodesFailed as exc:
             failures.update({f"pod network {k}": v for k, v in exc.group.failed.items()})
     api_result = api.result()
+    seen = sorted({cn for n in nodes.values() for cn in n.get("api_clients", [])})
+    master_addresses = [addresses[m.short_name] for m in spec.masters if m.short_name in nodes]
+    if api_result["placeholder"] and master_addresses and \
+            smoke.judge_node_clients(spec, set(seen)).status is not Status.passed:
+        again = smoke_api_clients.submit(spec, master_addresses, seen, boot_timeout=timeout).result()
+        for name in (m[0] for m in master_addresses):
+            nodes[name] = {**nodes[name], "api_clients": again}
     checks = [Check.from_dict(c) for c in api_result["checks"]]
     checks += node_checks(spec, nodes, api_result, pods, failures)
     if api_result["placeholder"]:

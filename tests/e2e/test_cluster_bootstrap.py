@@ -98,6 +98,18 @@ def test_smoke_names_a_stopped_etcd_member_then_passes_again(built):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_smoke_waits_for_node_clients_the_api_servers_have_not_logged_yet(built):
+    """As right after a bootstrap, no API server has logged a kubelet or kube-proxy yet: the smoke test
+    reads the journals again until each has dialled (every 30 s here), instead of failing at once."""
+    for master in ("master-0", "master-1", "master-2"):
+        built.node_exec(master, "sh", "-c", "journalctl --rotate && journalctl --vacuum-time=1s")
+        emptied = built.node_exec(master, "sh", "-c", "journalctl -u kube-apiserver -o cat | grep -ci client || true")
+        assert emptied.stdout.strip() == "0"
+    result = groundup(built, "smoke", str(SPEC_PATH), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "smoke-api-clients" in result.stdout + result.stderr, "the journals were not read again"
+
+
 def test_an_apiserver_cert_from_another_ca_fails_its_unit_and_smoke_says_where(built, tmp_path):
     from cryptography.hazmat.primitives import serialization
 

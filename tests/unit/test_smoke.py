@@ -116,7 +116,7 @@ def test_pings_to_every_peer_at_once_are_told_apart_by_address():
               "2 packets transmitted, 2 packets received, 0% packet loss\n")
     ips = ["10.200.1.2", "10.200.2.2", "10.200.3.2"]
     assert smoke.parse_ping_all(output, ips) == {"10.200.1.2": True, "10.200.2.2": False, "10.200.3.2": False}
-    assert "10.200.3.2" in smoke.ping_all_command(ips) and "ping -c 2 -i 0.2 -W 2" in smoke.ping_all_command(ips)
+    assert "10.200.3.2" in smoke.ping_all_command(ips) and "ping -c 2 -i 0.2 -W 3" in smoke.ping_all_command(ips)
 
 
 def test_node_clients_from_the_apiserver_journal():
