@@ -131,10 +131,9 @@ def cluster_lock(cluster: str, mode: LockMode | str = LockMode.wait,
         holder = current_holder(cluster)
         logger.info("cluster %s is held by %s: waiting for it", cluster,
                     holder.describe() if holder else "another run")
-    waiting = threading.Event()
+    waited = threading.Event()
     if mode is LockMode.wait:
-        waiting.set()
-        threading.Thread(target=copy_context().run, args=(_relieve_while_waiting, cluster, me, logger, waiting),
+        threading.Thread(target=copy_context().run, args=(_relieve_while_waiting, cluster, me, logger, waited),
                          daemon=True, name=f"groundup-lock-watch-{cluster}").start()
     try:
         acquired = acquire_concurrency_slots_with_lease(
@@ -147,7 +146,7 @@ def cluster_lock(cluster: str, mode: LockMode | str = LockMode.wait,
             raise ClusterBusy(cluster, current_holder(cluster)) from None
         raise
     finally:
-        waiting.clear()
+        waited.set()
     if me is not None:
         me = replace(me, lease_id=str(acquired.lease_id))
     try:
@@ -193,21 +192,21 @@ def _take_back_stale(cluster: str, me: Holder | None, logger) -> None:
     logger.warning("cluster %s: took back the lock held by %s, %s", cluster, holder.describe(), why)
 
 
-def _relieve_while_waiting(cluster: str, me: Holder | None, logger, waiting: threading.Event) -> None:
-    """While a run waits for the cluster: take the lock back from a holder that dies meanwhile, and
-    free a slot that nobody holds. A server that keeps its leases in memory (Prefect's default) loses
-    them when it restarts, and the slot of a lost lease is never given back; a live holder records
-    itself right after taking the slot, so a slot taken with no holder recorded for longer than a lease
+def _relieve_while_waiting(cluster: str, me: Holder | None, logger, waited: threading.Event) -> None:
+    """Until `waited` is set: take the lock back from a holder that dies meanwhile, and free a slot
+    that nobody holds. A server that keeps its leases in memory (Prefect's default) loses them when it
+    restarts, and the slot of a lost lease is never given back; a live holder records itself right
+    after taking the slot, so a slot taken with no holder recorded for longer than a lease
     (ORPHAN_AFTER_S) belongs to no one."""
     unrecorded_since: float | None = None
-    while waiting.wait(0) and not _stop_watch(waiting, CHECK_EVERY_S):
+    while not waited.wait(CHECK_EVERY_S):
         try:
             _take_back_stale(cluster, me, logger)
             if current_holder(cluster) is not None or not _slots_in_use(cluster):
                 unrecorded_since = None
                 continue
             unrecorded_since = unrecorded_since or time.monotonic()
-            if time.monotonic() - unrecorded_since >= ORPHAN_AFTER_S and waiting.is_set():
+            if time.monotonic() - unrecorded_since >= ORPHAN_AFTER_S and not waited.is_set():
                 _free_orphaned_slot(cluster)
                 logger.warning("cluster %s: freed its lock's slot, taken for %.0f s with no run recorded as "
                                "holding it (a lease the Prefect server lost, e.g. in a restart)", cluster,
@@ -215,16 +214,6 @@ def _relieve_while_waiting(cluster: str, me: Holder | None, logger, waiting: thr
                 unrecorded_since = None
         except Exception as exc:  # noqa: BLE001 - a look that failed is tried again; the wait goes on
             logger.debug("cluster %s: lock watch: %s", cluster, exc)
-
-
-def _stop_watch(waiting: threading.Event, seconds: float) -> bool:
-    """Sleep up to `seconds`; True once the wait is over."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not waiting.is_set():
-            return True
-        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-    return not waiting.is_set()
 
 
 def _free_orphaned_slot(cluster: str) -> None:

@@ -29,7 +29,6 @@ from groundup.spec import ClusterSpec, load_spec
 from sandbox import leaks
 from sandbox.faultproxy import Fault, FaultProxy, new_instances_not_found, throttle
 from sandbox.lifecycle import read_env_file
-
 from sandbox.state import read_record, state_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,6 +227,17 @@ def build_and_judge(bench: Bench, result: Result, phases: str = ALL_PHASES) -> s
     return done
 
 
+def launch_first(bench: Bench, result: Result, node: str, phases: str) -> str | None:
+    """Launch the instances (network, compute) and wait for `node` to run, so a node fault is in place
+    before any phase reaches the nodes; returns the phases still to build, None when launching failed."""
+    launched = bench.build("network,compute")
+    if launched.returncode != 0:
+        result.problems.append("launching failed: " + first_line_naming(failure_message(launched.stderr)))
+        return None
+    bench.wait_node_running(node)
+    return ",".join(p for p in phases.split(",") if p not in ("network", "compute"))
+
+
 def ended(done: subprocess.CompletedProcess) -> tuple[str, str]:
     """(recovered|failed, message) of a CLI run."""
     if done.returncode == 0:
@@ -298,15 +308,12 @@ def case_unreachable_node(bench: Bench, node: str = "worker-2", boot_timeout_s: 
                                         f"the nodes; ssh.boot_timeout_s {boot_timeout_s}")
     bench.spec_copy(ssh={"boot_timeout_s": boot_timeout_s})
     stopped = threading.Event()
-    launched = bench.build("network,compute")
-    if launched.returncode != 0:
-        result.problems.append("launching failed: " + first_line_naming(failure_message(launched.stderr)))
+    phases = launch_first(bench, result, node, phases)
+    if phases is None:
         return result
-    bench.wait_node_running(node)
     if bench.node_exec(node, "systemctl", "stop", "ssh.socket", "ssh.service").returncode == 0:
         stopped.set()
         bench.note(f"sshd stopped on {node}")
-    phases = ",".join(p for p in phases.split(",") if p not in ("network", "compute"))
     done = build_and_judge(bench, result, phases)
     if not stopped.is_set():
         result.problems.append("the fault was not injected")
@@ -337,11 +344,9 @@ def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0", hold_s: fl
     result = Result("sshd-killed-mid-upload", f"every sshd process on {node} SIGKILLed during its first SFTP "
                                               "session (distribute); systemd restarts sshd")
     killed = threading.Event()
-    launched = bench.build("network,compute")
-    if launched.returncode != 0:
-        result.problems.append("launching failed: " + first_line_naming(failure_message(launched.stderr)))
+    phases = launch_first(bench, result, node, phases)
+    if phases is None:
         return result
-    bench.wait_node_running(node)
     wrapper = SFTP_HOLD.format(hold=hold_s, server=SFTP_SERVER)
     held = bench.node_exec(node, "sh", "-c", f"mv {SFTP_SERVER} {SFTP_SERVER}.real && cat > {SFTP_SERVER} "
                            f"<<'EOF'\n{wrapper}EOF\nchmod 755 {SFTP_SERVER}")
@@ -359,7 +364,6 @@ def case_sshd_killed_mid_upload(bench: Bench, node: str = "worker-0", hold_s: fl
         bench.note(f"sshd killed on {node} during an SFTP session")
 
     watch(uploading, kill_sshd, timeout=300, poll=0.02, stop=bench.done)
-    phases = ",".join(p for p in phases.split(",") if p not in ("network", "compute"))
     done = build_and_judge(bench, result, phases)
     if not killed.is_set():
         result.problems.append("the fault was not injected")
