@@ -113,6 +113,14 @@ def pkey_from_cryptography(key) -> paramiko.PKey:
     return load_private_key(pem)
 
 
+def low_latency_socket(address: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection with Nagle's algorithm off, as OpenSSH's client has it. With it on, each command's
+    small channel request waits for the node's delayed ACK: ~45 ms per command instead of ~3 ms."""
+    sock = socket.create_connection((address, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 def connect(target: Target, pkey: paramiko.PKey, *, boot_timeout: float = 120.0,
             connect_timeout: float = 10.0, sleep: Callable[[float], None] = time.sleep,
             clock: Callable[[], float] = time.monotonic) -> paramiko.SSHClient:
@@ -134,9 +142,11 @@ def connect(target: Target, pkey: paramiko.PKey, *, boot_timeout: float = 120.0,
             key = parse_public_key(line)
             keys.add(target.known_hosts_name, key.get_name(), key)
         client.set_missing_host_key_policy(PinnedHostKeyPolicy(target.name))
+        sock = None
         try:
+            sock = low_latency_socket(target.address, target.port, connect_timeout)
             client.connect(
-                target.address, port=target.port, username=target.user, pkey=pkey,
+                target.address, port=target.port, username=target.user, pkey=pkey, sock=sock,
                 timeout=connect_timeout, banner_timeout=connect_timeout, auth_timeout=connect_timeout,
                 allow_agent=False, look_for_keys=False,
             )
@@ -155,6 +165,8 @@ def connect(target: Target, pkey: paramiko.PKey, *, boot_timeout: float = 120.0,
             raise
         except RETRYABLE_CONNECT as exc:
             client.close()
+            if sock is not None:
+                sock.close()
             if clock() + delay > deadline:
                 raise ConnectionError(
                     f"cannot reach {target.name} at {target.address}:{target.port} as {target.user} after "

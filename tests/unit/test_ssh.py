@@ -261,3 +261,17 @@ def test_private_keys_load_from_cryptography_objects() -> None:
 
     assert isinstance(ssh.pkey_from_cryptography(rsa.generate_private_key(65537, 2048)), paramiko.RSAKey)
     assert isinstance(ssh.pkey_from_cryptography(ed25519.Ed25519PrivateKey.generate()), paramiko.Ed25519Key)
+
+
+
+def test_nagle_is_off_so_commands_do_not_wait_for_delayed_acks(running: LoopbackSSHD) -> None:
+    """As in OpenSSH's client: with Nagle's algorithm on, each command's channel request waited for the
+    node's delayed ACK (measured on sandbox nodes: 45 ms a command, 3 ms with it off)."""
+    client = ssh.connect(running.target(), running.client_key, boot_timeout=5)
+    try:
+        sock = client.get_transport().sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        code, out, _ = ssh.NodeSession(client, running.target()).run("echo fast")
+        assert (code, out.strip()) == (0, "fast")
+    finally:
+        client.close()
