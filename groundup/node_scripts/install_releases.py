@@ -8,8 +8,9 @@ standard library only.
 For each artifact: when every file a previous run installed from the same URL is still in place
 (same sha256 and mode, recorded in /var/lib/groundup/releases.json), nothing is downloaded. Otherwise
 the artifact and its checksum file are downloaded, the sha256 is checked, and the files are installed
-atomically (written beside their destination, then renamed over it). An artifact whose checksum does
-not match installs nothing.
+atomically (written beside their destination, then renamed over it). A tar.gz is read in one streaming
+pass, its wanted members staged as they go by; a single-file artifact is moved into place (its download
+digest is the file's). An artifact whose checksum does not match, or that lacks a member, installs nothing.
 
 Beside each file's sha256 and mode the state records its stat identity (size, inode, device, mtime and
 ctime in ns) as of its install or its last verified hash. A file whose identity is unchanged is trusted
@@ -18,8 +19,9 @@ cannot set back (the check git's index and rsync rely on). As in git, an identit
 older than the state file itself could share its clock tick with a later write, so such a file is
 hashed. Any other difference, or a state without identities, means hashing as before; a file that
 still matches gets its identity recorded. The last line on stdout is a JSON summary:
-{"downloaded": [...], "unchanged": [...], "installed": [...], "failed": [...]}; errors go to stderr
-and make the exit status 1.
+{"downloaded": [...], "unchanged": [...], "installed": [...], "failed": [...], "digests": {path: sha256}}
+where `digests` holds every file this run vouches for (unchanged and verified, or just installed), so the
+caller need not hash them again; errors go to stderr and make the exit status 1.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ ATTEMPTS = 4
 USER_AGENT = "groundup-install-releases/1"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
+_GZ_READ = 1 << 18
+"""Compressed bytes a tar.gz is read in: fewer, larger inflate calls than tarfile's 10 KiB default."""
 STAT_FIELDS = ("st_size", "st_ino", "st_dev", "st_mtime_ns", "st_ctime_ns")
 RACY_WAIT_S = 2.0
 
@@ -204,64 +208,132 @@ def verified_files(record: dict | None, entry: dict, root: str, state_mtime_ns: 
     return checked, hashed
 
 
-def _members(archive: tarfile.TarFile) -> dict:
-    return {_strip_dot(m.name).rstrip("/"): m for m in archive.getmembers()}
+class Staging:
+    """Files written beside their destinations under hidden temporary names, then renamed into place all
+    together by `commit`; leaving the block without a commit removes every staged file, so nothing is
+    installed when anything fails."""
 
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.staged = {}
 
-def sources(entry: dict, artifact_path: str, archive) -> list:
-    """(opener of the source, destination path, mode) for everything the entry installs."""
-    if archive is None:
-        return [(lambda: open(artifact_path, "rb"), rule["path"], rule["mode"]) for rule in entry["install"]]
-    members = _members(archive)
-    picks = []
-    for rule in entry["install"]:
-        if rule["member"].endswith("/"):
-            folder = _strip_dot(rule["member"]).rstrip("/")
-            chosen = [m for name, m in sorted(members.items())
-                      if m.isreg() and (m.mode & 0o111) and os.path.dirname(name) == folder]
-            if not chosen:
-                raise Failure(f"{entry['artifact']} {entry['version']}: the archive has no executables in "
-                              f"{rule['member']!r}")
-            for m in chosen:
-                dest = rule["path"].rstrip("/") + "/" + os.path.basename(_strip_dot(m.name))
-                picks.append((lambda m=m: archive.extractfile(m), dest, rule["mode"]))
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for tmp, *_ in self.staged.values():
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.staged.clear()
+
+    def _placeholder(self, path: str) -> tuple:
+        self.discard(path)
+        target = rooted(self.root, path)
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix="." + os.path.basename(target) + ".")
+        self.staged[path] = (tmp, target, "", 0)
+        return fd, tmp, target
+
+    def write(self, path: str, mode: int, source) -> None:
+        """Stage what `source` reads as `path`, hashing it on the way."""
+        fd, tmp, target = self._placeholder(path)
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for chunk in iter(lambda: source.read(_CHUNK), b""):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        self.staged[path] = (tmp, target, digest.hexdigest(), mode)
+
+    def adopt(self, path: str, mode: int, source_path: str, digest: str, move: bool) -> None:
+        """Stage the verified file `source_path` (whose sha256 is `digest`) as `path`: moved when `move`
+        and it is on the destination's file system, else copied."""
+        fd, tmp, target = self._placeholder(path)
+        moved = False
+        if move:
+            try:
+                os.rename(source_path, tmp)
+                moved = True
+            except OSError:
+                pass
+        if moved:
+            os.close(fd)
+            with open(tmp, "rb") as staged:
+                os.fsync(staged.fileno())
         else:
-            m = members.get(_strip_dot(rule["member"]).rstrip("/"))
-            if m is None or not m.isreg():
-                raise Failure(f"{entry['artifact']} {entry['version']}: the archive has no file "
-                              f"{rule['member']!r}")
-            picks.append((lambda m=m: archive.extractfile(m), rule["path"], rule["mode"]))
-    return picks
-
-
-def install(picks: list, root: str) -> dict:
-    """Stage every file beside its destination, then rename them all into place;
-    {path: {sha256, mode, stat identity}}."""
-    staged = []
-    try:
-        for opener, path, mode in picks:
-            target = rooted(root, path)
-            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix="." + os.path.basename(target) + ".")
-            staged.append([tmp, target, path, "", mode])
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, opener() as src:
+            with os.fdopen(fd, "wb") as out, open(source_path, "rb") as src:
                 for chunk in iter(lambda: src.read(_CHUNK), b""):
-                    digest.update(chunk)
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(tmp, mode)
-            staged[-1][3] = digest.hexdigest()
-        for tmp, target, *_ in staged:
+        os.chmod(tmp, mode)
+        self.staged[path] = (tmp, target, digest, mode)
+
+    def discard(self, path: str) -> None:
+        tmp, *_ = self.staged.pop(path, ("",))
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+    def commit(self) -> dict:
+        """Rename every staged file into place; {path: {sha256, mode, stat identity}}."""
+        for tmp, target, _, _ in self.staged.values():
             os.replace(tmp, target)
-        return {path: {"sha256": digest, "mode": mode, "stat": stat_identity(os.lstat(target))}
-                for _, target, path, digest, mode in staged}
-    except BaseException:
-        for tmp, *_ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        raise
+        files = {path: {"sha256": digest, "mode": mode, "stat": stat_identity(os.lstat(target))}
+                 for path, (_, target, digest, mode) in self.staged.items()}
+        self.staged.clear()
+        return files
+
+
+def install_file(entry: dict, artifact_path: str, digest: str, root: str) -> dict:
+    """Install a verified single-file artifact at each of its paths (the download itself moved to the last)."""
+    rules = entry["install"]
+    with Staging(root) as staging:
+        for i, rule in enumerate(rules):
+            staging.adopt(rule["path"], rule["mode"], artifact_path, digest, move=i == len(rules) - 1)
+        return staging.commit()
+
+
+def _destination(rule: dict, name: str) -> str | None:
+    """Where `rule` installs the archive member called `name` (./ stripped), None when it does not."""
+    if rule["member"].endswith("/"):
+        folder = _strip_dot(rule["member"]).rstrip("/")
+        if name and os.path.dirname(name) == folder:
+            return rule["path"].rstrip("/") + "/" + os.path.basename(name)
+        return None
+    return rule["path"] if name == _strip_dot(rule["member"]).rstrip("/") else None
+
+
+def install_archive(entry: dict, artifact_path: str, root: str) -> dict:
+    """Install what the entry picks from a verified tar.gz in one streaming pass over it: each wanted
+    member is staged as it goes by (a later member of the same name replaces an earlier one), and every
+    rule is checked against what was staged once the archive ends."""
+    rules = entry["install"]
+    picked = [set() for _ in rules]
+    with Staging(root) as staging:
+        with tarfile.open(artifact_path, "r|gz", bufsize=_GZ_READ) as archive:
+            for member in archive:
+                name = _strip_dot(member.name).rstrip("/")
+                for i, rule in enumerate(rules):
+                    dest = _destination(rule, name)
+                    if dest is None:
+                        continue
+                    wanted = member.isreg() and (not rule["member"].endswith("/") or member.mode & 0o111)
+                    if wanted:
+                        staging.write(dest, rule["mode"], archive.extractfile(member))
+                        picked[i].add(dest)
+                    else:
+                        staging.discard(dest)
+                        picked[i].discard(dest)
+        for rule, dests in zip(rules, picked):
+            if dests & staging.staged.keys():
+                continue
+            if rule["member"].endswith("/"):
+                raise Failure(f"{entry['artifact']} {entry['version']}: the archive has no executables in "
+                              f"{rule['member']!r}")
+            raise Failure(f"{entry['artifact']} {entry['version']}: the archive has no file {rule['member']!r}")
+        return staging.commit()
 
 
 def install_artifact(manifest: dict, entry: dict, root: str) -> dict:
@@ -286,14 +358,14 @@ def install_artifact(manifest: dict, entry: dict, root: str) -> dict:
                           f"(checked against {entry['checksum_url']}); nothing of {entry['artifact']} was installed")
         try:
             if entry["packing"] == "file":
-                files = install(sources(entry, artifact_path, None), root)
+                files = install_file(entry, artifact_path, actual, root)
             else:
-                with tarfile.open(artifact_path, "r:gz") as archive:
-                    files = install(sources(entry, artifact_path, archive), root)
+                files = install_archive(entry, artifact_path, root)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise Failure(f"{name}: could not install from {entry['url']}: {exc}") from None
     finally:
-        os.unlink(artifact_path)
+        if os.path.exists(artifact_path):
+            os.unlink(artifact_path)
     return {"url": entry["url"], "sha256": actual, "install": entry["install"], "files": files}
 
 
@@ -335,7 +407,7 @@ def run(manifest: dict, root: str) -> tuple:
     """Install every artifact of the manifest; returns (summary, errors)."""
     state_path = rooted(root, STATE_FILE)
     state, state_mtime_ns = load_state(state_path)
-    summary = {"downloaded": [], "unchanged": [], "installed": [], "failed": []}
+    summary = {"downloaded": [], "unchanged": [], "installed": [], "failed": [], "digests": {}}
     errors = []
     refreshed = False
     for entry in manifest["artifacts"]:
@@ -343,6 +415,7 @@ def run(manifest: dict, root: str) -> tuple:
         files, hashed = verified_files(state.get(key), entry, root, state_mtime_ns)
         if files is not None:
             summary["unchanged"].append(key)
+            summary["digests"].update((path, f["sha256"]) for path, f in files.items())
             if hashed:
                 state[key] = {**state[key], "files": files}
                 refreshed = True
@@ -358,6 +431,7 @@ def run(manifest: dict, root: str) -> tuple:
         refreshed = False
         summary["downloaded"].append(key)
         summary["installed"].extend(sorted(record["files"]))
+        summary["digests"].update((path, f["sha256"]) for path, f in record["files"].items())
     if refreshed:
         save_state(state_path, state)
     return summary, errors

@@ -1,6 +1,8 @@
 """The node script's no-op re-run: installed files whose stat identity is unchanged are trusted without
-hashing; any change of identity is hashed, any change of bytes or mode reinstalls. The script runs in
-process (to count its hashes) against a --root in tmp_path and a mirror served on loopback."""
+hashing; any change of identity is hashed, any change of bytes or mode reinstalls. A tar.gz is inflated
+once, in archive order; a missing member installs nothing. The summary's digests are the files' sha256.
+The script runs in process (to count its hashes and inflated bytes) against a --root in tmp_path and a
+mirror served on loopback."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import os
 import tarfile
 import threading
 import time
-from contextlib import redirect_stdout
+import zlib
+from contextlib import redirect_stderr, redirect_stdout
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -53,20 +56,34 @@ class Mirror:
 
     def publish(self, manifest: dict) -> None:
         for entry in manifest["artifacts"]:
-            artifact = self.local(entry["url"])
-            artifact.parent.mkdir(parents=True, exist_ok=True)
             if entry["packing"] == "file":
-                artifact.write_bytes(f"#!/bin/sh\necho {entry['artifact']} {entry['version']}\n".encode())
+                self.publish_file(entry, f"#!/bin/sh\necho {entry['artifact']} {entry['version']}\n".encode())
             else:
-                with tarfile.open(artifact, "w:gz") as archive:
-                    for rule in entry["install"]:
-                        data = f"#!/bin/sh\necho {rule['member']}\n".encode()
-                        info = tarfile.TarInfo(rule["member"])
-                        info.size, info.mode = len(data), 0o755
-                        archive.addfile(info, io.BytesIO(data))
-            digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
-            text = digest if entry["checksum_format"] == "hex" else f"{digest}  {entry['checksum_entry']}"
-            self.local(entry["checksum_url"]).write_text(text + "\n")
+                self.publish_archive(entry, [(rule["member"], f"#!/bin/sh\necho {rule['member']}\n".encode(), 0o755)
+                                             for rule in entry["install"] if not rule["member"].endswith("/")])
+
+    def publish_file(self, entry: dict, data: bytes) -> None:
+        artifact = self.local(entry["url"])
+        artifact.parent.mkdir(parents=True, exist_ok=True)
+        artifact.write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        text = digest if entry["checksum_format"] == "hex" else f"{digest}  {entry['checksum_entry']}"
+        self.local(entry["checksum_url"]).write_text(text + "\n")
+
+    def publish_archive(self, entry: dict, members: list) -> None:
+        """A tar.gz of (name, bytes or None for a directory, mode) in the order given."""
+        packed = io.BytesIO()
+        with tarfile.open(fileobj=packed, mode="w:gz") as archive:
+            for name, data, mode in members:
+                info = tarfile.TarInfo(name)
+                info.mode = mode
+                if data is None:
+                    info.type = tarfile.DIRTYPE
+                    archive.addfile(info)
+                else:
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+        self.publish_file(entry, packed.getvalue())
 
     def close(self) -> None:
         self.server.shutdown()
@@ -85,10 +102,10 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 class Node:
     """One node's --root, its manifest, and runs of the node script that count what it hashes."""
 
-    def __init__(self, script, mirror: Mirror, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, script, mirror: Mirror, tmp: Path, monkeypatch: pytest.MonkeyPatch, role: str = "master") -> None:
         self.script, self.mirror, self.root = script, mirror, tmp / "node"
         spec = ClusterSpec(release_mirror=mirror.url)
-        self.manifest = node_release_manifest(spec, spec.masters[0])
+        self.manifest = node_release_manifest(spec, spec.masters[0] if role == "master" else spec.workers[0])
         mirror.publish(self.manifest)
         self.manifest_path = tmp / "manifest.json"
         self.manifest_path.write_text(json.dumps(self.manifest))
@@ -104,12 +121,26 @@ class Node:
     def run(self) -> tuple[int, dict]:
         self.hashed.clear()
         self.mirror.requests.clear()
-        out = io.StringIO()
-        with redirect_stdout(out):
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
             code = self.script.main([str(self.manifest_path), "--root", str(self.root)])
+        self.err = err.getvalue()
         summary = json.loads(out.getvalue().strip().splitlines()[-1])
-        assert set(summary) == {"downloaded", "unchanged", "installed", "failed"}
+        assert set(summary) == {"downloaded", "unchanged", "installed", "failed", "digests"}
+        for name, digest in summary["digests"].items():
+            assert hashlib.sha256(self.path(name).read_bytes()).hexdigest() == digest, name
         return code, summary
+
+    def entry(self, artifact: str) -> dict:
+        return next(e for e in self.manifest["artifacts"] if e["artifact"] == artifact)
+
+    def digests(self, names) -> dict:
+        return {name: hashlib.sha256(self.path(name).read_bytes()).hexdigest() for name in names}
+
+    def leftovers(self) -> list:
+        """Staged or downloaded files the script left behind."""
+        return [str(p) for p in self.root.rglob(".*") if p.is_file()] + \
+            [str(p) for p in (self.root / "var/lib/groundup/downloads").glob("*")]
 
     def path(self, name: str) -> Path:
         return self.root / name.lstrip("/")
@@ -169,7 +200,8 @@ def test_a_second_run_hashes_nothing_downloads_nothing_and_leaves_the_state_alon
     before = (state.read_bytes(), state.stat().st_mtime_ns, state.stat().st_ino)
     code, summary = node.run()
     assert code == 0
-    assert summary == {"downloaded": [], "unchanged": MASTER_ARTIFACTS, "installed": [], "failed": []}
+    assert summary == {"downloaded": [], "unchanged": MASTER_ARTIFACTS, "installed": [], "failed": [],
+                       "digests": node.digests(MASTER_FILES)}
     assert node.hashed == [] and node.mirror.requests == []
     assert (state.read_bytes(), state.stat().st_mtime_ns, state.stat().st_ino) == before
 
@@ -252,7 +284,8 @@ def test_a_state_without_stat_identities_is_hashed_once_and_upgraded(node):
     node.path(STATE).write_text(json.dumps(state))
     code, summary = node.run()
     assert code == 0
-    assert summary == {"downloaded": [], "unchanged": MASTER_ARTIFACTS, "installed": [], "failed": []}
+    assert summary == {"downloaded": [], "unchanged": MASTER_ARTIFACTS, "installed": [], "failed": [],
+                       "digests": node.digests(MASTER_FILES)}
     assert sorted(node.hashed) == MASTER_FILES and node.mirror.requests == []
     assert all(node.recorded(name)["stat"] == node.identity(name) for name in MASTER_FILES)
     code, summary = node.run()
@@ -291,4 +324,153 @@ def test_a_failed_artifact_keeps_the_summary_and_exit_status(node, mirror):
     code, summary = node.run()
     assert code == 1
     assert summary == {"downloaded": [], "unchanged": ["etcd", "kube-apiserver", "kube-controller-manager"],
-                       "installed": [], "failed": ["kube-scheduler"]}
+                       "installed": [], "failed": ["kube-scheduler"],
+                       "digests": node.digests([n for n in MASTER_FILES if n != "/usr/local/bin/kube-scheduler"])}
+
+
+class Inflated:
+    """Counts the bytes zlib inflates: tarfile's gzip stream and gzip.GzipFile both inflate through
+    zlib.decompressobj."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.bytes = 0
+        real, counter = zlib.decompressobj, self
+
+        class Counting:
+            def __init__(self, *args, **kwargs) -> None:
+                self.inner = real(*args, **kwargs)
+
+            def decompress(self, data, *args):
+                out = self.inner.decompress(data, *args)
+                counter.bytes += len(out)
+                return out
+
+            def __getattr__(self, name):
+                return getattr(self.inner, name)
+
+        monkeypatch.setattr(zlib, "decompressobj", Counting)
+
+
+@pytest.fixture
+def fresh(node_script, mirror, tmp_path, monkeypatch) -> Node:
+    """A master's node that has nothing installed yet."""
+    return Node(node_script, mirror, tmp_path, monkeypatch)
+
+
+def _etcd_members(entry: dict) -> tuple:
+    etcd, etcdctl = (rule["member"] for rule in entry["install"])
+    return etcd, etcdctl, os.path.dirname(etcd)
+
+
+def test_a_tar_gz_is_inflated_once_in_archive_order_even_when_its_members_are_wanted_out_of_order(
+        fresh, mirror, monkeypatch):
+    entry = fresh.entry("etcd")
+    etcd, etcdctl, top = _etcd_members(entry)
+    noise = __import__("random").Random(0)
+    blobs = {name: noise.randbytes(1 << 20) for name in (etcdctl, f"{top}/README.md", etcd)}
+    mirror.publish_archive(entry, [(f"./{top}/", None, 0o755), (f"./{etcdctl}", blobs[etcdctl], 0o755),
+                                   (f"{top}/README.md", blobs[f"{top}/README.md"], 0o644), (etcd, blobs[etcd], 0o755)])
+    tar_size = len(__import__("gzip").decompress(mirror.local(entry["url"]).read_bytes()))
+    inflated = Inflated(monkeypatch)
+    modes = []
+    real_open = tarfile.open
+
+    def recording_open(*args, **kwargs):
+        modes.append(kwargs.get("mode", args[1] if len(args) > 1 else "r"))
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(tarfile, "open", recording_open)
+    code, summary = fresh.run()
+    assert code == 0 and summary["downloaded"] == MASTER_ARTIFACTS
+    assert modes == ["r|gz"]
+    assert sum(len(b) for b in blobs.values()) < inflated.bytes <= tar_size
+    assert fresh.path("/usr/local/bin/etcd").read_bytes() == blobs[etcd]
+    assert fresh.path("/usr/local/bin/etcdctl").read_bytes() == blobs[etcdctl]
+    assert summary["digests"]["/usr/local/bin/etcd"] == hashlib.sha256(blobs[etcd]).hexdigest()
+    assert fresh.leftovers() == []
+
+
+@pytest.mark.parametrize("etcdctl_as", ["absent", "a directory"])
+def test_an_archive_lacking_a_member_installs_nothing_of_it_and_names_the_member(fresh, mirror, etcdctl_as):
+    entry = fresh.entry("etcd")
+    etcd, etcdctl, _ = _etcd_members(entry)
+    members = [(etcd, b"#!/bin/sh\n", 0o755)]
+    if etcdctl_as == "a directory":
+        members.append((etcdctl, None, 0o755))
+    mirror.publish_archive(entry, members)
+    code, summary = fresh.run()
+    assert code == 1 and summary["failed"] == ["etcd"]
+    assert summary["downloaded"] == MASTER_ARTIFACTS[1:]
+    assert f"etcd {entry['version']}: the archive has no file {etcdctl!r}" in fresh.err
+    assert not fresh.path("/usr/local/bin/etcd").exists() and not fresh.path("/usr/local/bin/etcdctl").exists()
+    assert set(summary["digests"]) == set(MASTER_FILES) - {"/usr/local/bin/etcd", "/usr/local/bin/etcdctl"}
+    assert fresh.leftovers() == []
+
+
+def test_a_directory_rule_installs_the_executables_directly_inside_the_last_of_each_name_winning(
+        node_script, mirror, tmp_path, monkeypatch):
+    worker = Node(node_script, mirror, tmp_path, monkeypatch, role="worker")
+    containerd, cni = worker.entry("containerd"), worker.entry("cni-plugins")
+    mirror.publish_archive(containerd, [
+        ("bin/", None, 0o755), ("bin/ctr", b"old ctr", 0o755), ("bin/containerd", b"containerd", 0o755),
+        ("bin/README", b"not executable", 0o644), ("bin/sub/", None, 0o755), ("bin/sub/deep", b"deep", 0o755),
+        ("LICENSE", b"text", 0o755), ("bin/ctr", b"new ctr", 0o755)])
+    mirror.publish_archive(cni, [("./", None, 0o755), ("./loopback", b"loopback", 0o755),
+                                 ("./bridge", b"bridge", 0o755), ("./LICENSE", b"text", 0o644)])
+    code, summary = worker.run()
+    assert code == 0, worker.err
+    assert sorted(summary["installed"]) == sorted([
+        "/usr/local/bin/containerd", "/usr/local/bin/ctr", "/opt/cni/bin/bridge", "/opt/cni/bin/loopback",
+        "/usr/local/sbin/runc", "/usr/local/bin/kubelet", "/usr/local/bin/kube-proxy"])
+    assert worker.path("/usr/local/bin/ctr").read_bytes() == b"new ctr"
+    assert worker.path("/opt/cni/bin/bridge").stat().st_mode & 0o7777 == 0o755
+    assert set(summary["digests"]) == set(summary["installed"])
+    assert worker.leftovers() == []
+
+
+def test_a_directory_rule_without_executables_installs_nothing_and_names_the_directory(
+        node_script, mirror, tmp_path, monkeypatch):
+    worker = Node(node_script, mirror, tmp_path, monkeypatch, role="worker")
+    containerd, cni = worker.entry("containerd"), worker.entry("cni-plugins")
+    mirror.publish_archive(containerd, [("bin/", None, 0o755), ("bin/README", b"not executable", 0o644)])
+    mirror.publish_archive(cni, [("./bridge", b"bridge", 0o755)])
+    code, summary = worker.run()
+    assert code == 1 and summary["failed"] == ["containerd"]
+    assert f"containerd {containerd['version']}: the archive has no executables in 'bin/'" in worker.err
+    assert not worker.path("/usr/local/bin/README").exists()
+    assert worker.path("/opt/cni/bin/bridge").read_bytes() == b"bridge"
+
+
+def test_the_summary_vouches_for_every_installed_file_and_again_on_a_no_op_run(fresh):
+    code, summary = fresh.run()
+    assert code == 0 and summary["digests"] == fresh.digests(MASTER_FILES)
+    assert summary["digests"] == {name: fresh.recorded(name)["sha256"] for name in MASTER_FILES}
+    code, summary = fresh.run()
+    assert code == 0 and summary["downloaded"] == [] and summary["digests"] == fresh.digests(MASTER_FILES)
+    assert fresh.hashed == []
+
+
+def test_a_single_file_artifact_is_moved_into_place_not_hashed_again(fresh, monkeypatch):
+    hashed_bytes = []
+    real_sha256 = hashlib.sha256
+
+    class CountingSha256:
+        def __init__(self, data: bytes = b"") -> None:
+            self.inner = real_sha256(data)
+            hashed_bytes.append(len(data))
+
+        def update(self, data) -> None:
+            hashed_bytes.append(len(data))
+            self.inner.update(data)
+
+        def hexdigest(self) -> str:
+            return self.inner.hexdigest()
+
+    monkeypatch.setattr(fresh.script.hashlib, "sha256", CountingSha256)
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        code = fresh.script.main([str(fresh.manifest_path), "--root", str(fresh.root)])
+    monkeypatch.undo()
+    assert code == 0
+    downloads = sum(fresh.mirror.local(e["url"]).stat().st_size for e in fresh.manifest["artifacts"])
+    members = sum(fresh.path(name).stat().st_size for name in ("/usr/local/bin/etcd", "/usr/local/bin/etcdctl"))
+    assert sum(hashed_bytes) == downloads + members
