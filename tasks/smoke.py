@@ -30,7 +30,7 @@ CNI_STATE = "/var/lib/cni/networks"
 
 def remove_pod(pod: str) -> str:
     """Stop and delete a smoke pod and free its address: `ctr run -d --cni` never runs CNI DEL itself."""
-    return (f"{CTR} task kill -s KILL {pod} 2>/dev/null; sleep 0.3; {CTR} task delete {pod} 2>/dev/null; "
+    return (f"{CTR} task delete --force {pod} >/dev/null 2>&1; "
             f"{CTR} container delete {pod} 2>/dev/null; "
             f'grep -ls "groundup-smoke-{pod}" {CNI_STATE}/*/* | xargs -r rm -f; true')
 

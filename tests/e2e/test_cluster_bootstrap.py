@@ -78,6 +78,16 @@ def test_api_through_the_load_balancer_by_name_and_no_cert_refused(built, tmp_pa
     assert anonymous.stdout in ("401", "403"), anonymous.stdout
 
 
+def test_smoke_leaves_no_container_task_or_pod_address_on_workers(built):
+    """The smoke test's container and pod are gone once it passed, and the pod's address is free again
+    (`ctr run --cni` reserves one that only the smoke test's own clean-up gives back)."""
+    for worker in SPEC.workers:
+        out = built.node_exec(worker.short_name, "sh", "-c",
+                              "ctr -n groundup-smoke containers ls -q; ctr -n groundup-smoke tasks ls -q; "
+                              "grep -ls groundup-smoke /var/lib/cni/networks/*/* 2>/dev/null; true")
+        assert out.stdout.split() == [], f"{worker.short_name}: {out.stdout}"
+
+
 def test_a_rerun_restarts_nothing(built):
     before = start_times(built)
     result = groundup(built, "build", str(SPEC_PATH), "--phases", "distribute,bootstrap")
