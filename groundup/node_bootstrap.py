@@ -3,7 +3,8 @@
 
 A unit is (re)started when the digest of everything it reads (binaries, distributed certificates and
 kubeconfigs, rendered files) differs from the digest recorded on the node when it last started, or
-when it is not active. So a re-run on a built cluster restarts nothing, and a changed file restarts
+when it is not active. The binaries' digests come from the installer's summary (it has just verified or
+written them); the probe hashes only the other inputs, with one `sha256sum`. So a re-run on a built cluster restarts nothing, and a changed file restarts
 exactly the units that read it. The record lives on the node (`/var/lib/groundup/units.json`), so a
 retry or a run from another machine decides the same way.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -68,15 +70,18 @@ def units_to_start(units: list[str], inputs: dict[str, list[str]], digests: dict
 
 
 PROBE_MARK = "--- groundup-probe "
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def probe_command(dirs, units: list[str], paths: list[str]) -> str:
-    """Make the plan's directories, then print each existing path's sha256, the unit record and
-    `systemctl is-active` of every unit, in sections headed by PROBE_MARK."""
+    """Make the plan's directories, then print the sha256 of each path that exists (one `sha256sum` over
+    them all), the unit record and `systemctl is-active` of every unit, in sections headed by PROBE_MARK."""
     made = " && ".join(f"mkdir -p {shlex.quote(d.path)} && chmod {d.mode:o} {shlex.quote(d.path)}" for d in dirs)
     quoted = " ".join(shlex.quote(p) for p in paths)
+    hashing = (f'{{ set --; for f in {quoted}; do [ -f "$f" ] && set -- "$@" "$f"; done; '
+               '[ $# -eq 0 ] || sha256sum "$@"; }' if paths else "true")
     return ((f"{made} && " if made else "")
-            + f'for f in {quoted}; do [ -f "$f" ] && sha256sum "$f"; done; '
+            + f"{hashing}; "
             + f"echo '{PROBE_MARK}record'; cat {UNIT_RECORD} 2>/dev/null || echo '{{}}'; echo; "
             + f"echo '{PROBE_MARK}active'; systemctl is-active {' '.join(units)}; true")
 
@@ -102,6 +107,14 @@ def parse_probe(output: str, units: list[str]) -> tuple[dict[str, str], dict[str
     states = " ".join(sections["active"]).split()
     active = {u: (states[i] == "active" if i < len(states) else False) for i, u in enumerate(units)}
     return digests, record if isinstance(record, dict) else {}, active
+
+
+def installer_digests(summary: dict) -> dict[str, str]:
+    """{path: sha256} the installer's summary vouches for (well-formed entries only)."""
+    digests = summary.get("digests")
+    if not isinstance(digests, dict):
+        return {}
+    return {p: d for p, d in digests.items() if isinstance(p, str) and isinstance(d, str) and _SHA256.match(d)}
 
 
 def etcd_health_command(master: Node) -> str:
@@ -151,6 +164,8 @@ class NodeBootstrapper:
         self.clock = clock
         self.sleep = sleep
         self.sudo = session.sudo
+        self.installed_digests: dict[str, str] = {}
+        """{path: sha256} of the release files the installer verified or wrote in this run."""
 
     def run(self, command: str, timeout: float = 120.0, check: bool = True) -> tuple[int, str, str]:
         return self.session.run(f"{self.sudo}sh -c {shlex.quote(command)}", timeout=timeout, check=check)
@@ -165,7 +180,8 @@ class NodeBootstrapper:
         return [p for p in report.uploaded + report.fixed if p not in ours]
 
     def install_binaries(self) -> list[str]:
-        """Download, verify and install the role's release files on the node; returns what was downloaded."""
+        """Download, verify and install the role's release files on the node; returns what was downloaded
+        and keeps the digests of the files the installer vouches for (`installed_digests`)."""
         code, out, err = self.run(f"python3 {INSTALLER} {RELEASE_MANIFEST}", timeout=900, check=False)
         if code != 0:
             raise BootstrapFailed(f"{self.node.short_name}: installing release binaries failed: "
@@ -174,13 +190,19 @@ class NodeBootstrapper:
             summary = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
             return []
+        if not isinstance(summary, dict):
+            return []
+        self.installed_digests = installer_digests(summary)
         return list(summary.get("downloaded", []))
 
     def probe(self, units: list[str], paths: set[str]) -> tuple[dict[str, str], dict[str, str], dict[str, bool]]:
         """The plan's directories made, then in the same round trip: the sha256 of every input path that
-        exists, the unit record and which units are active. Returns (digests, record, active)."""
-        _, out, _ = self.run(probe_command(self.plan.dirs, units, sorted(paths)))
-        return parse_probe(out, units)
+        exists (those the installer just vouched for are taken from it, not hashed again), the unit record
+        and which units are active. Returns (digests, record, active)."""
+        known = {p: self.installed_digests[p] for p in paths if p in self.installed_digests}
+        _, out, _ = self.run(probe_command(self.plan.dirs, units, sorted(set(paths) - known.keys())))
+        digests, record, active = parse_probe(out, units)
+        return {**digests, **known}, record, active
 
     def save_record(self, record: dict[str, str]) -> None:
         blob = shlex.quote(json.dumps(record, sort_keys=True))

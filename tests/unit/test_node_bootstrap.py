@@ -110,3 +110,117 @@ def test_a_bootstrap_with_nothing_to_change_takes_one_sync_and_two_commands():
     assert worker.install_binaries() == []
     assert worker.apply_units(changed) == ([], UNITS)
     assert session.syncs == 1 and len(session.commands) == 2, session.commands
+
+
+def _counting_tools(tmp_path, states: str):
+    """A PATH with a fake `systemctl` and a `sha256sum` that logs each invocation's arguments (one line per
+    invocation) before running the real one."""
+    import shutil
+
+    real = shutil.which("sha256sum")
+    bin_dir = tmp_path / "bin" if (tmp_path / "bin").is_dir() else _fake_systemctl(tmp_path, states)
+    log = tmp_path / "sha256sum.log"
+    wrapper = bin_dir / "sha256sum"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    return bin_dir, log
+
+
+class _LocalSession:
+    """Runs a node's commands in a local shell (no SSH and no node here); the installer's run answers with
+    the summary given."""
+
+    sudo = ""
+
+    def __init__(self, installer_summary: dict, env: dict) -> None:
+        self.installer_summary = installer_summary
+        self.env = env
+        self.commands: list[str] = []
+
+    def run(self, command: str, timeout: float = 60.0, check: bool = True):
+        import subprocess
+
+        self.commands.append(command)
+        if "install_releases.py" in command:
+            return 0, "install_releases: downloading ...\n" + json.dumps(self.installer_summary) + "\n", ""
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=self.env, timeout=timeout)
+        return done.returncode, done.stdout, done.stderr
+
+
+def _probe_on(tmp_path, monkeypatch, installer_digests: dict, inputs: dict):
+    """(digests, record, active, sha256sum invocations) of a bootstrapper's probe after an install run
+    whose summary vouched for `installer_digests`."""
+    import os
+    from types import SimpleNamespace
+
+    import groundup.node_bootstrap as node_bootstrap
+    from groundup.node_bootstrap import NodeBootstrapper
+
+    monkeypatch.setattr(node_bootstrap, "UNIT_RECORD", str(tmp_path / "units.json"))
+    bin_dir, log = _counting_tools(tmp_path, "active\\nactive\\n")
+    if log.exists():
+        log.unlink()
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    session = _LocalSession({"downloaded": [], "digests": installer_digests}, env)
+    plan = SimpleNamespace(files=[], dirs=(), units=tuple(inputs), unit_inputs=inputs)
+    worker = NodeBootstrapper(None, SimpleNamespace(short_name="worker-0"), session, plan, {"artifacts": []}, b"#")
+    assert worker.install_binaries() == []
+    digests, record, active = worker.probe(list(inputs), {p for ps in inputs.values() for p in ps})
+    calls = log.read_text().splitlines() if log.exists() else []
+    return digests, record, active, calls
+
+
+def _node_files(tmp_path):
+    """Two installed binaries, two other inputs (one named with a space) and one missing input."""
+    import hashlib
+
+    files = {}
+    for name, data in [("usr/local/bin/kubelet", b"kubelet"), ("usr/local/bin/kube-proxy", b"kube-proxy"),
+                       ("var/lib/kubelet/kubelet config.yaml", b"config"), ("var/lib/kubernetes/ca.pem", b"ca")]:
+        path = tmp_path / "node" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files[str(path)] = hashlib.sha256(data).hexdigest()
+    kubelet, proxy, config, ca = files
+    missing = str(tmp_path / "node/var/lib/kube-proxy/kubeconfig")
+    inputs = {"kubelet": [kubelet, config, ca], "kube-proxy": [proxy, ca, missing]}
+    return files, inputs, (kubelet, proxy, config, ca, missing)
+
+
+def test_the_probe_hashes_only_inputs_the_installer_did_not_vouch_for_with_one_sha256sum(tmp_path, monkeypatch):
+    files, inputs, (kubelet, proxy, config, ca, missing) = _node_files(tmp_path)
+    vouched = {kubelet: files[kubelet], proxy: files[proxy], "/usr/local/bin/ctr": "0" * 64}
+    digests, record, active, calls = _probe_on(tmp_path, monkeypatch, vouched, inputs)
+    assert calls == [f"{config} {ca}"]
+    assert digests == files
+    assert record == {} and active == {"kubelet": True, "kube-proxy": True}
+
+
+def test_installer_digests_leave_every_units_input_digest_as_hashing_all_inputs_gives(tmp_path, monkeypatch):
+    files, inputs, (kubelet, proxy, config, ca, missing) = _node_files(tmp_path)
+    hashed_all, _, _, calls_all = _probe_on(tmp_path, monkeypatch, {}, inputs)
+    assert calls_all == [" ".join(sorted(files))]
+    vouched, _, _, calls = _probe_on(tmp_path, monkeypatch, {kubelet: files[kubelet], proxy: files[proxy]}, inputs)
+    assert len(calls) == 1 and kubelet not in calls[0] and proxy not in calls[0]
+    recorded = {u: inputs_digest(inputs[u], hashed_all) for u in inputs}
+    assert {u: inputs_digest(inputs[u], vouched) for u in inputs} == recorded
+    assert units_to_start(list(inputs), inputs, vouched, recorded, {"kubelet": True, "kube-proxy": True}) == []
+
+
+def test_a_probe_with_every_input_vouched_for_or_missing_runs_no_sha256sum(tmp_path, monkeypatch):
+    files, inputs, (kubelet, proxy, config, ca, missing) = _node_files(tmp_path)
+    inputs = {"kubelet": [kubelet], "kube-proxy": [proxy, missing]}
+    digests, _, _, calls = _probe_on(tmp_path, monkeypatch, {kubelet: files[kubelet]}, inputs)
+    assert calls == [f"{proxy}"]
+    digests, _, _, calls = _probe_on(tmp_path, monkeypatch, {kubelet: files[kubelet], proxy: files[proxy]}, inputs)
+    assert calls == [] and digests == {kubelet: files[kubelet], proxy: files[proxy]}
+    inputs = {"kubelet": [missing], "kube-proxy": [missing]}
+    digests, _, _, calls = _probe_on(tmp_path, monkeypatch, {}, inputs)
+    assert calls == [] and digests == {}
+
+
+def test_a_malformed_installer_digest_is_not_trusted(tmp_path, monkeypatch):
+    files, inputs, (kubelet, proxy, config, ca, missing) = _node_files(tmp_path)
+    digests, _, _, calls = _probe_on(tmp_path, monkeypatch, {kubelet: "not-a-digest", proxy: files[proxy]}, inputs)
+    assert len(calls) == 1 and kubelet in calls[0] and proxy not in calls[0]
+    assert digests == files
