@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
@@ -24,6 +28,7 @@ from groundup.kubeconfig import ensure_kubeconfig, kubeconfig_requests
 from groundup.spec import ClusterSpec, KeyAlgorithm
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-2"
 
 
@@ -55,6 +60,20 @@ def raw_object(moto_server, bucket: str, key: str) -> bytes:
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def fresh_process_filesystem() -> str:
+    """The type of `load_filesystem()` in a new interpreter that has imported nothing else, and whether it
+    imported prefect-aws (~0.9 s of CPU, needed only for an s3-bucket block)."""
+    from prefect.settings import PREFECT_API_URL
+
+    code = ("import sys; from blocks.artifact_store import load_filesystem; "
+            "assert 'prefect_aws' not in sys.modules; kind = type(load_filesystem()).__name__; "
+            "print(kind, 'prefect_aws' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def test_round_trip_on_s3(s3_bucket, moto_server, bucket):
@@ -111,6 +130,7 @@ def test_the_store_block_switches_between_s3_and_local(prefect_harness, moto_ser
         from prefect_aws import S3Bucket
 
         assert isinstance(load_filesystem(), S3Bucket)
+        assert fresh_process_filesystem() == "S3Bucket True"
         assert describe_store() == f"s3://{bucket}/clusters"
         store = get_store("switch")
         store.write("pki/ca.pem", b"on s3")
@@ -123,6 +143,7 @@ def test_the_store_block_switches_between_s3_and_local(prefect_harness, moto_ser
     finally:
         remove_store_block()
     assert describe_store().startswith("local directory ")
+    assert fresh_process_filesystem() == "LocalFileSystem False"
     assert "local" not in describe_store().split("/")[-1]
 
 
