@@ -101,9 +101,15 @@ def load_private_key(pem: bytes | str, password: bytes | None = None) -> paramik
 
 
 def pkey_from_cryptography(key) -> paramiko.PKey:
-    """A paramiko key from a cryptography private key object."""
+    """A paramiko key from a cryptography private key object (RSA and ECDSA wrapped as they are: going
+    through PEM had paramiko check the RSA key again, ~35 ms of CPU)."""
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+    if isinstance(key, rsa.RSAPrivateKey):
+        return paramiko.RSAKey(key=key)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return paramiko.ECDSAKey(vals=(key, key.public_key()))
     try:
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                                 serialization.NoEncryption())

@@ -263,6 +263,21 @@ def test_private_keys_load_from_cryptography_objects() -> None:
     assert isinstance(ssh.pkey_from_cryptography(ed25519.Ed25519PrivateKey.generate()), paramiko.Ed25519Key)
 
 
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ed25519"])
+def test_a_key_from_cryptography_logs_in(running: LoopbackSSHD, kind: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    key = {"rsa": lambda: rsa.generate_private_key(65537, 2048), "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
+           "ed25519": ed25519.Ed25519PrivateKey.generate}[kind]()
+    pkey = ssh.pkey_from_cryptography(key)
+    (running.root / "authorized_keys").write_text(_public_line(pkey) + "\n")
+    client = ssh.connect(running.target(), pkey, boot_timeout=5)
+    try:
+        code, out, _ = ssh.NodeSession(client, running.target()).run("echo in")
+        assert (code, out.strip()) == (0, "in")
+    finally:
+        client.close()
+
 
 def test_nagle_is_off_so_commands_do_not_wait_for_delayed_acks(running: LoopbackSSHD) -> None:
     """As in OpenSSH's client: with Nagle's algorithm on, each command's channel request waited for the
