@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from groundup.aws.network import ingress_rules
+from groundup.aws.network import ingress_rules, phase_ids
 from groundup.phases import BUILD_PHASES, parse_phases
 from deployments.concurrency import cluster_lock
 from groundup.admin_kubeconfig import default_destination
@@ -16,13 +16,17 @@ from groundup.concurrency import LockMode
 from groundup.report import PhaseTimes, build_report
 from groundup.spec import ClusterSpec
 from tasks import compute, network
-from tasks.nodes import PhaseFailed, gather
+from tasks.nodes import PhaseFailed, gather, nothing_to_change
 
 __all__ = ["BUILD_PHASES", "PhaseFailed", "build_cluster"]
 
 
 def network_phase(spec: ClusterSpec) -> dict[str, str]:
-    """Seed step 2: VPC, DHCP options, subnet, IGW, route table, SG and rules, NLB, target group, listener."""
+    """Seed step 2: VPC, DHCP options, subnet, IGW, route table, SG and rules, NLB, target group, listener.
+    One dry run of them all first: when it finds nothing to change, the phase is done."""
+    checked = nothing_to_change("network", network.check_network.submit(spec))
+    if checked is not None:
+        return checked["ids"]
     vpc = network.create_vpc.submit(spec)
     dhcp = network.configure_dhcp_options.submit(spec, vpc)
     subnet = network.create_subnet.submit(spec, vpc)
@@ -40,17 +44,16 @@ def network_phase(spec: ClusterSpec) -> dict[str, str]:
          **rules},
         "network",
     )
-    return {
-        "vpc_id": done["vpc"],
-        "subnet_id": done["subnet"],
-        "security_group_id": done["security-group"],
-        "route_table_id": done["route-table"],
-        "load_balancer_dns": done["load-balancer"]["dns_name"],
-    }
+    return phase_ids(done["vpc"], done["subnet"], done["security-group"], done["route-table"],
+                     done["load-balancer"]["dns_name"])
 
 
 def compute_phase(spec: ClusterSpec, net: dict[str, str]) -> dict[str, str]:
-    """Seed step 3: AMI, key pair, then every instance launched concurrently."""
+    """Seed step 3: AMI, key pair, then every instance launched concurrently; a dry run of them all first."""
+    checked = nothing_to_change(
+        "compute", compute.check_instances.submit(spec, net["subnet_id"], net["security_group_id"]))
+    if checked is not None:
+        return checked["instances"]
     ready = gather({"ami": compute.get_ami.submit(spec), "key-pair": compute.create_key_pair.submit(spec)}, "compute")
     launches = {
         node.short_name: compute.create_instance.submit(

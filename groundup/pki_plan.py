@@ -7,7 +7,7 @@ from typing import Mapping
 
 from groundup import pki
 from groundup.artifacts import ENCRYPTION_CONFIG, Store, read_optional
-from groundup.encryption import encryption_key
+from groundup.encryption import encryption_key, render_encryption_config
 from groundup.kubeconfig import kubeconfig_change, kubeconfig_requests, wanted_kubeconfig
 from groundup.spec import ClusterSpec
 
@@ -68,7 +68,18 @@ def pki_plan(
         lines.append(f"{ENCRYPTION_CONFIG}: write (new aescbc key)")
     else:
         try:
-            encryption_key(stored_config.decode())
+            key = encryption_key(stored_config.decode())
         except ValueError as exc:
             lines.append(f"{ENCRYPTION_CONFIG}: cannot be reused ({exc}); the PKI phase will stop")
+        else:
+            if stored_config.decode() != render_encryption_config(key):
+                lines.append(f"{ENCRYPTION_CONFIG}: write (layout updated, same key)")
     return lines
+
+
+def pki_paths(spec: ClusterSpec, api_endpoint: str, external_ips: Mapping[str, str | None]) -> list[str]:
+    """Every artifact the PKI phase keeps, relative to the cluster's store: the CA, each leaf's certificate
+    and key, each kubeconfig and the encryption config."""
+    requests = [pki.ca_request(spec), *pki.leaf_requests(spec, api_endpoint, external_ips).values()]
+    return ([p for r in requests for p in (r.cert_path, r.key_path)]
+            + [k.path for k in kubeconfig_requests(spec, api_endpoint).values()] + [ENCRYPTION_CONFIG])

@@ -24,13 +24,14 @@ class _ReadOnlyKeys:
         raise RuntimeError("a plan never writes")
 
 
-def plan_aws(ctx: Context, store=None) -> list[Change]:
-    """Network then compute steps in dry-run mode, in build order."""
+def plan_network(ctx: Context) -> dict[str, str]:
+    """Seed step 2's steps in build order; the IDs the network phase returns (placeholders for what a dry
+    run would create)."""
     vpc = network.ensure_vpc(ctx)
     network.ensure_dhcp_options(ctx, vpc)
     subnet = network.ensure_subnet(ctx, vpc)
     igw = network.ensure_internet_gateway(ctx, vpc)
-    network.ensure_route_table(ctx, vpc, subnet, igw)
+    route_table = network.ensure_route_table(ctx, vpc, subnet, igw)
     sg = network.ensure_security_group(ctx, vpc)
     for rule in network.ingress_rules(ctx.spec):
         network.ensure_ingress_rule(ctx, sg, rule)
@@ -38,10 +39,26 @@ def plan_aws(ctx: Context, store=None) -> list[Change]:
     tg = network.ensure_target_group(ctx, vpc)
     network.ensure_targets(ctx, tg)
     network.ensure_listener(ctx, lb["arn"], tg)
+    return network.phase_ids(vpc, subnet, sg, route_table, lb["dns_name"])
+
+
+def plan_compute(ctx: Context, subnet_id: str, security_group_id: str, store=None) -> dict[str, str]:
+    """Seed step 3's steps in build order; each node's instance ID (placeholders for launches)."""
     ami = compute.find_ami(ctx)
-    key = compute.ensure_key_pair(ctx, _ReadOnlyKeys(store))
-    for node in ctx.spec.nodes:
-        compute.ensure_instance(ctx, node, ami, subnet, sg, key)
+    key = compute.ensure_key_pair(ctx, None if store is None else _ReadOnlyKeys(store))
+    return {node.short_name: compute.ensure_instance(ctx, node, ami, subnet_id, security_group_id, key)
+            for node in ctx.spec.nodes}
+
+
+def pending(changes: list[Change]) -> list[str]:
+    """The changes a step would make, as text (what already matches left out)."""
+    return [str(c) for c in changes if c.action != "exists"]
+
+
+def plan_aws(ctx: Context, store=None) -> list[Change]:
+    """Network then compute steps in dry-run mode, in build order."""
+    net = plan_network(ctx)
+    plan_compute(ctx, net["subnet_id"], net["security_group_id"], store)
     return ctx.changes
 
 

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from groundup.aws import compute
+from groundup.aws.core import make_context
+from groundup.plan import pending, plan_compute
 from groundup.spec import ClusterSpec, node_by_name
 from tasks.aws import aws_task, context, run_step
 from tasks.store import cluster_store
+
+
+@aws_task("check-instances")
+def check_instances(spec: ClusterSpec, subnet_id: str, security_group_id: str) -> dict:
+    """AMI, key pair and every instance as a dry run, in one task: what the steps would change, and each
+    node's instance ID; a re-run of a built cluster stops here."""
+    ctx = make_context(spec, dry_run=True)
+    instances = plan_compute(ctx, subnet_id, security_group_id, cluster_store(spec))
+    return {"changes": pending(ctx.changes), "instances": instances}
 
 
 @aws_task("get-ami")

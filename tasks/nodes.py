@@ -42,6 +42,26 @@ def gather(futures: dict[str, PrefectFuture], phase: str) -> dict:
     return values
 
 
+def nothing_to_change(phase: str, dry_run: PrefectFuture) -> dict | None:
+    """A phase's dry-run task's result (`{"changes": [...], ...}`) when it found nothing to change; None
+    when the phase's steps must run: it found changes, or it failed (each step then names its own error)."""
+    logger = get_run_logger()
+    dry_run.wait()
+    if not dry_run.state.is_completed():
+        logger.warning("%s: the dry run of its steps failed (%s); running every step", phase,
+                       (dry_run.state.message or dry_run.state.name)[:300])
+        return None
+    result = dry_run.result()
+    changes = result["changes"]
+    if changes:
+        shown = "; ".join(" ".join(c.split()) for c in changes[:8])
+        logger.info("%s: %d to change: %s%s", phase, len(changes), shown,
+                    f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+        return None
+    logger.info("%s: every step finds what the spec asks for; nothing to change", phase)
+    return result
+
+
 def boot_timeout_for(spec: ClusterSpec) -> float:
     """How long a node may stay unreachable: `$GROUNDUP_SSH_BOOT_TIMEOUT`, else the spec's `ssh.boot_timeout_s`."""
     return float(os.environ.get("GROUNDUP_SSH_BOOT_TIMEOUT", spec.ssh.boot_timeout_s))

@@ -17,7 +17,9 @@ from blocks.artifact_store import ArtifactStore, load_passphrase
 from groundup import pki
 from groundup.encryption import ensure_encryption_config
 from groundup.kubeconfig import KubeconfigRequest, ensure_kubeconfig, kubeconfig_requests
+from groundup.pki_plan import pki_paths, pki_plan
 from groundup.spec import ClusterSpec
+from tasks.nodes import nothing_to_change
 from tasks.store import cluster_store
 
 Result = dict[str, Any]
@@ -58,12 +60,25 @@ def encryption_config(spec: ClusterSpec) -> Result:
     return _log(ensure_encryption_config(_store(spec)).as_result())
 
 
+@task(name="check-pki", persist_result=True)
+def check_pki(spec: ClusterSpec, api_endpoint: str, external_ips: dict[str, str | None]) -> Result:
+    """What the tasks below would issue or write (`groundup plan`'s check), in one task; with nothing to do,
+    the storage path of every artifact, as the phase returns them."""
+    store = _store(spec)
+    changes = pki_plan(spec, api_endpoint, external_ips, store)
+    paths = {} if changes else {p: store.path(p) for p in pki_paths(spec, api_endpoint, external_ips)}
+    return {"changes": changes, "paths": paths}
+
+
 def pki_phase(spec: ClusterSpec, api_endpoint: str, external_ips: Mapping[str, str | None]) -> dict[str, str]:
     """Run the pki phase from inside a flow; returns `{relative path: storage path}` of every artifact.
 
     `api_endpoint` is the NLB DNS name; `external_ips` maps node names (or short names) to public IPs.
     """
     load_passphrase()  # create the Secret block once, before the tasks race for it
+    checked = nothing_to_change("pki", check_pki.submit(spec, api_endpoint, dict(external_ips)))
+    if checked is not None:
+        return checked["paths"]
     ca = certificate_authority.submit(spec)
     encryption = encryption_config.submit(spec)
     leaves: dict[str, PrefectFuture] = {

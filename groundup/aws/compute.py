@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from groundup.aws.core import (
+    Change,
     ClusterStateError,
     Context,
     describe_instances,
@@ -89,6 +90,8 @@ def ensure_key_pair(ctx: Context, store: KeyStore | None) -> str:
     """EC2 key pair named after the cluster holding the stored key's public half (3.2)."""
     spec = ctx.spec
     key = load_or_create_ssh_key(spec, store, ctx.dry_run)
+    if key is None and store is not None:
+        ctx.changes.append(Change("create", "ssh-key", f"RSA 3072, kept encrypted at {ssh_key_path(spec)}"))
     public = openssh_public_key(key) if key is not None else None
     try:
         pairs = ctx.ec2.describe_key_pairs(KeyNames=[spec.name], IncludePublicKey=True)["KeyPairs"]
@@ -138,8 +141,11 @@ def ensure_instance(ctx: Context, node: Node, ami_id: str, subnet_id: str, secur
         if found["State"]["Name"] in ("stopping", "stopped"):
             ctx.act("start", f"instance {node.short_name}", retry_transient, ctx.ec2.start_instances,
                     InstanceIds=[instance_id])
-        if not ctx.dry_run and found["State"]["Name"] != "running":
-            wait_running(ctx, instance_id)
+        if found["State"]["Name"] != "running":
+            if ctx.dry_run:
+                ctx.changes.append(Change("wait", f"instance {node.short_name}", f"{found['State']['Name']} -> running"))
+            else:
+                wait_running(ctx, instance_id)
         return instance_id
     interface = {
         "DeviceIndex": 0,

@@ -404,6 +404,12 @@ class NetworkFacts:
         return dict(self.__dict__)
 
 
+def phase_ids(vpc_id: str, subnet_id: str, security_group_id: str, route_table_id: str,
+              load_balancer_dns: str) -> dict[str, str]:
+    """What the network phase returns, as `NetworkFacts.as_dict` has it."""
+    return NetworkFacts(vpc_id, subnet_id, security_group_id, route_table_id, load_balancer_dns).as_dict()
+
+
 def read_network(ctx: Context) -> NetworkFacts:
     """Look up an already built network; fails clearly when a part is missing."""
     spec = ctx.spec

@@ -99,6 +99,32 @@ def test_second_build_makes_no_create_call(aws, monkeypatch):
     assert log.calls["DescribeInstances"] >= 6
 
 
+def test_a_rebuild_runs_one_dry_run_task_per_phase_and_returns_the_same_ids(aws):
+    first = build_cluster(spec=SEED, phases=INFRA)
+    state = build_cluster(spec=SEED, phases=INFRA, return_state=True)
+    again = state.result()
+    assert (again["network"], again["instances"]) == (first["network"], first["instances"])
+    deadline = time.monotonic() + 30
+    while True:  # task runs reach the API asynchronously
+        names = sorted(r.name.rsplit("-", 1)[0] for r in asyncio.run(_task_runs(state.state_details.flow_run_id, "")))
+        if len(names) == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert names == ["check-instances", "check-network", "describe-nodes"]
+
+
+def test_a_stopped_instance_makes_the_compute_steps_run_again(aws, monkeypatch):
+    first = build_cluster(spec=SEED, phases=INFRA)
+    ec2, _ = clients()
+    ec2.stop_instances(InstanceIds=[first["instances"]["worker-1"]])
+    with recording(monkeypatch) as log:
+        again = build_cluster(spec=SEED, phases=INFRA)
+    assert again["instances"] == first["instances"]
+    assert log.mutating() == {"StartInstances": 1}, "the network's dry run found nothing; one start"
+    (reservation,) = ec2.describe_instances(InstanceIds=[first["instances"]["worker-1"]])["Reservations"]
+    assert reservation["Instances"][0]["State"]["Name"] == "running"
+
+
 def test_plan_lists_creates_then_nothing(aws):
     changes = plan(SEED)
     created = [c.resource for c in changes if c.action == "create"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prefect import flow
 
-from blocks.artifact_store import default_basepath
+from blocks.artifact_store import default_basepath, get_store
 from groundup.artifacts import node_artifacts
 from groundup.encryption import encryption_key
 from groundup.spec import ClusterSpec
@@ -128,8 +128,22 @@ def test_a_second_run_reissues_nothing(first_run):
     assert again == paths
     assert snapshot(root) == before
     logs = flow_logs(flow_run_id)
-    assert "pki: 21 checked, 0 written" in logs
-    assert "ca: reused (unchanged)" in logs
+    assert "pki: every step finds what the spec asks for; nothing to change" in logs
+    assert not any(line.startswith("ca: ") for line in logs), "the per-artifact tasks did not run"
+
+
+def test_a_rewritten_encryption_config_layout_runs_the_tasks(first_run):
+    """The one-task check says what the tasks would do: a config whose layout differs (same key) is written."""
+    spec, paths, _ = first_run
+    store = get_store(spec.name)
+    original = store.read("encryption-config.yaml")
+    store.write("encryption-config.yaml", original.replace(b"resources:", b"resources: "), secret=True)
+    again, flow_run_id = run(spec)
+    assert again == paths
+    assert store.read("encryption-config.yaml") == original
+    logs = flow_logs(flow_run_id)
+    assert "pki: 1 to change: encryption-config.yaml: write (layout updated, same key)" in logs
+    assert "encryption-config: written (layout updated, same key)" in logs
 
 
 def test_a_changed_worker_set_reissues_only_what_changed(first_run):
