@@ -15,7 +15,7 @@ emptied, so the nodes are new containers that download their binaries and the PK
    AwaitingRetry (what Retry in the UI sends) with sshd running again; the retry is timed;
 4. where the time goes: per phase, the wall time against the longest task and the sum of the
    tasks' own times (Prefect's orchestration is the gap), SSH connections and commands per node,
-   key generation, binary installs.
+   key generation, binary installs, and the machine's CPU seconds by kind of process.
 Prints markdown tables for docs/benchmarks.md. Leaves the sandbox empty (the cluster torn down).
 Builds run in a child process of this script (`_child`), as a deployment run would, with the
 measuring wrappers installed only there.
@@ -214,7 +214,7 @@ class Bench:
         busy_before = cpu_busy_seconds()
         started = time.monotonic()
         logfile = out.with_suffix(".log")
-        with logfile.open("w") as output:
+        with logfile.open("w") as output, CpuByProcess() as cpu:
             done = subprocess.run([sys.executable, __file__, "_child", str(spec), ",".join(phases), str(out)],
                                   cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, text=True,
                                   timeout=1800)
@@ -225,6 +225,7 @@ class Bench:
         result = json.loads(out.read_text())
         result["process"] = elapsed
         result["cpu_busy"] = cpu_busy_seconds() - busy_before
+        result["cpu_by"] = cpu.by_kind()
         result["log"] = str(logfile)
         result["actions"] = dict(self.proxy.take()) if counted else {}
         if "seconds" not in result:
@@ -270,6 +271,68 @@ class Bench:
                 time.sleep(0.5)
         return [{"name": t["name"], "state": t["state_name"], "start": t["start_time"], "end": t["end_time"],
                  "run": t["total_run_time"]} for t in runs]
+
+
+CPU_KINDS = (
+    ("node installs", ("install_releases.py",)),
+    ("build (flow process)", ("bench_build.py _child",)),
+    ("Prefect server", ("prefect server start",)),
+    ("moto", ("sandbox.moto_console",)),
+    ("sandbox controller", ("sandbox.controller", "systemd-nspawn", "haproxy")),
+    ("etcd, control plane", ("/etcd ", "kube-apiserver", "kube-controller-manager", "kube-scheduler")),
+    ("containerd, kubelet, kube-proxy", ("containerd", "kubelet", "kube-proxy", "runc", "ctr ")),
+    ("sshd", ("sshd",)),
+    ("nodes' systemd", ("systemd", "dbus-daemon", "(sd-")),
+)
+
+
+class CpuByProcess:
+    """CPU seconds by kind of process while a build runs, from /proc sampled every 0.2 s. A process that
+    lives shorter than a sample is missed, and a sampled one loses its last fraction: both, with the
+    kernel's own work, are the rest of the machine's busy time."""
+
+    def __init__(self) -> None:
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.seen: dict[tuple[int, str], list] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self) -> "CpuByProcess":
+        self.sample(first=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sample()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.sample()
+
+    def sample(self, first: bool = False) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()
+                used, started = (int(fields[11]) + int(fields[12])) / self.hz, fields[19]
+                key = (int(entry.name), started)
+                if key not in self.seen:
+                    argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    self.seen[key] = [argv or stat[stat.index("(") + 1:stat.rindex(")")], used if first else 0.0, used]
+                self.seen[key][2] = used
+            except (OSError, ValueError, IndexError):
+                continue
+
+    def by_kind(self) -> dict[str, float]:
+        totals = Counter()
+        for argv, before, last in self.seen.values():
+            kind = next((k for k, marks in CPU_KINDS if any(m in argv for m in marks)), "other")
+            totals[kind] += max(0.0, last - before)
+        return dict(totals)
 
 
 def cpu_busy_seconds() -> float:
@@ -566,6 +629,15 @@ def render(raw: dict, workers: list[int], runs: int, command: str) -> str:
         inst_s = sum(v for k, v in r["stats"]["seconds"].items() if k.startswith("installs "))
         lines.append(f"| {label} | {keys} | {fmt(key_s)} | {installs} | {fmt(inst_s)} | {fmt(r['wall'])} "
                      f"| {fmt(r['process'])} |")
+    lines += ["", "Where the machine's CPU goes (the same runs; CPU seconds by kind of process, /proc sampled every "
+              "0.2 s; the rest is the kernel's own work and processes shorter than a sample):", "",
+              "| run | machine busy | " + " | ".join(k for k, _ in CPU_KINDS) + " | other | rest |",
+              "|---" * (len(CPU_KINDS) + 4) + "|"]
+    for label, r in samples:
+        by = r.get("cpu_by", {})
+        rest = r["cpu_busy"] - sum(by.values())
+        lines.append(f"| {label} | {r['cpu_busy']:.1f} | " + " | ".join(f"{by.get(k, 0.0):.1f}" for k, _ in CPU_KINDS)
+                     + f" | {by.get('other', 0.0):.1f} | {rest:.1f} |")
     return "\n".join(lines) + "\n"
 
 
