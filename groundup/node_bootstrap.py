@@ -4,9 +4,9 @@
 A unit is (re)started when the digest of everything it reads (binaries, distributed certificates and
 kubeconfigs, rendered files) differs from the digest recorded on the node when it last started, or
 when it is not active. The binaries' digests come from the installer's summary (it has just verified or
-written them); the probe hashes only the other inputs, with one `sha256sum`. So a re-run on a built cluster restarts nothing, and a changed file restarts
-exactly the units that read it. The record lives on the node (`/var/lib/groundup/units.json`), so a
-retry or a run from another machine decides the same way.
+written them); the probe hashes only the other inputs, with one `sha256sum`. So a re-run on a built
+cluster restarts nothing, and a changed file restarts exactly the units that read it. The record lives
+on the node (`/var/lib/groundup/units.json`), so a retry or a run from another machine decides the same way.
 """
 
 from __future__ import annotations
