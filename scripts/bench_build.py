@@ -144,6 +144,7 @@ class CountingProxy:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes: without it, ~50 ms a call
 
             def log_message(self, *args) -> None:
                 pass
