@@ -45,6 +45,8 @@ def plan_network(ctx: Context) -> dict[str, str]:
 def plan_compute(ctx: Context, subnet_id: str, security_group_id: str, store=None) -> dict[str, str]:
     """Seed step 3's steps in build order; each node's instance ID (placeholders for launches)."""
     ami = compute.find_ami(ctx)
+    if ctx.dry_run:
+        ctx.live_instances = compute.live_instances_by_role(ctx)
     key = compute.ensure_key_pair(ctx, None if store is None else _ReadOnlyKeys(store))
     return {node.short_name: compute.ensure_instance(ctx, node, ami, subnet_id, security_group_id, key)
             for node in ctx.spec.nodes}

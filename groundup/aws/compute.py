@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from groundup.aws.core import (
     Change,
+    ROLE_TAG,
     ClusterStateError,
     Context,
     describe_instances,
@@ -22,6 +23,7 @@ from groundup.aws.core import (
     retry_transient,
     tag_filters,
     tag_spec,
+    tags_dict,
 )
 from groundup.spec import CANONICAL_OWNER_ID, ClusterSpec, Node
 
@@ -114,10 +116,22 @@ def ensure_key_pair(ctx: Context, store: KeyStore | None) -> str:
     return spec.name
 
 
+def live_instances_by_role(ctx: Context) -> dict[str, list[dict]]:
+    """Every live instance of the cluster in one look, by role tag (a dry run's snapshot)."""
+    found: dict[str, list[dict]] = {}
+    for instance in describe_instances(
+            ctx.ec2, tag_filters(ctx.spec.name) + [{"Name": "instance-state-name", "Values": LIVE_STATES}]):
+        found.setdefault(tags_dict(instance.get("Tags")).get(ROLE_TAG, ""), []).append(instance)
+    return found
+
+
 def find_instance(ctx: Context, node: Node) -> dict | None:
-    instances = describe_instances(
-        ctx.ec2, tag_filters(ctx.spec.name, node.short_name) + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
-    )
+    if ctx.live_instances is not None:
+        instances = ctx.live_instances.get(node.short_name, [])
+    else:
+        instances = describe_instances(
+            ctx.ec2,
+            tag_filters(ctx.spec.name, node.short_name) + [{"Name": "instance-state-name", "Values": LIVE_STATES}])
     if len(instances) > 1:
         ids = ", ".join(i["InstanceId"] for i in instances)
         raise ClusterStateError(f"{node.name}: {len(instances)} live instances carry its tags ({ids}); expected one")

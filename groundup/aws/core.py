@@ -164,6 +164,8 @@ class Context:
     elbv2: Any
     dry_run: bool = False
     changes: list[Change] = field(default_factory=list)
+    live_instances: dict[str, list[dict]] | None = None
+    """A dry run's one look at the cluster's live instances, by role tag; None: each step looks itself."""
 
     def act(self, action: str, resource: str, fn: Callable[..., T], *args: Any, detail: str = "", **kwargs: Any) -> T | None:
         """Record a change and perform it unless this is a dry run."""
