@@ -190,9 +190,13 @@ class Controller:
             log.info(text)
 
     def describe(self) -> list[dict]:
+        """The instances a node may play (`claims` looks at no other state). Asking moto for the terminated
+        ones too cost ~245 ms of its CPU a tick while it held a hundred of them, 6 ms without."""
         instances = []
         for region, ec2 in self.ec2.items():
-            for page in ec2.get_paginator("describe_instances").paginate():
+            pages = ec2.get_paginator("describe_instances").paginate(
+                Filters=[{"Name": "instance-state-name", "Values": list(LIVE + KEPT)}])
+            for page in pages:
                 for reservation in page["Reservations"]:
                     for instance in reservation["Instances"]:
                         instances.append({**instance, "Region": region})
