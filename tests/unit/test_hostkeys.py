@@ -107,7 +107,21 @@ def test_console_output_is_polled_until_cloud_init_prints_the_keys() -> None:
     sleeps = []
     pin = resolve_host_keys(MemoryStore(), "worker-1", "10.240.0.21", "i-2", lambda i: next(outputs),
                             sleep=sleeps.append)
-    assert pin.keys == (ECDSA, ED) and sleeps == [1.0, 2.0]
+    assert pin.keys == (ECDSA, ED) and sleeps == [1.0, 1.0]
+
+
+def test_the_console_is_read_every_second_for_15_s_then_less_often() -> None:
+    now = [0.0]
+    sleeps = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    with pytest.raises(HostKeysUnavailable):
+        resolve_host_keys(MemoryStore(), "worker-1", "10.240.0.21", "i-2", lambda i: "booting", timeout=60,
+                          sleep=sleep, clock=lambda: now[0])
+    assert sleeps[:15] == [1.0] * 15 and sleeps[15:18] == [2.0, 4.0, 8.0] and set(sleeps[18:]) == {10.0}
 
 
 def test_a_sandbox_known_hosts_file_is_never_a_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
