@@ -201,7 +201,8 @@ PING_ROUNDS = 2
 def smoke_pod_network(spec: ClusterSpec, node: str, address: str, instance_id: str | None, pod: str,
                       peers: dict[str, str], boot_timeout: float = 60.0) -> dict:
     """From this worker's pod, ping every other worker's pod through the pod routes (all at once, in one
-    command); then remove the pod."""
+    command). The pod stays: the other workers may still be pinging it (`smoke_remove_pod` removes it once
+    every worker is done)."""
     session = _session(spec, node_by_name(spec, node), address, instance_id, boot_timeout)
     reached, unreachable = [], []
     try:
@@ -216,10 +217,21 @@ def smoke_pod_network(spec: ClusterSpec, node: str, address: str, instance_id: s
             answered.update({ip: ok for ip, ok in smoke.parse_ping_all(said, silent).items() if ok})
         for peer, ip in others.items():
             (reached if answered.get(ip) else unreachable).append(f"{peer} {ip}")
-        _sh(session, remove_pod(pod))
     finally:
         session.close()
     return {"node": node, "reached": reached, "unreachable": unreachable}
+
+
+@task(name="smoke-remove-pod", task_run_name="smoke-remove-pod-{node}", persist_result=True)
+def smoke_remove_pod(spec: ClusterSpec, node: str, address: str, instance_id: str | None, pod: str,
+                     boot_timeout: float = 60.0) -> str:
+    """Remove this worker's smoke pod and free its address, once no worker pings it any more."""
+    session = _session(spec, node_by_name(spec, node), address, instance_id, boot_timeout)
+    try:
+        _sh(session, remove_pod(pod))
+    finally:
+        session.close()
+    return pod
 
 
 def needs_aws_checks(spec: ClusterSpec) -> list[str]:
@@ -353,6 +365,14 @@ def smoke_phase(spec: ClusterSpec, api_endpoint: str) -> list[Check]:
                                   timeout))
         except NodesFailed as exc:
             failures.update({f"pod network {k}": v for k, v in exc.group.failed.items()})
+    with_pods = [w for w in spec.workers if nodes.get(w.short_name, {}).get("pod")]
+    if with_pods:
+        try:
+            fan_out(spec, "smoke-remove-pod", with_pods,
+                    lambda node, address, instance_id: smoke_remove_pod.submit(
+                        spec, node.short_name, address, instance_id, nodes[node.short_name]["pod"], timeout))
+        except NodesFailed as exc:  # a pod left behind is removed by the next smoke test
+            logger.warning("smoke pods not removed (the next smoke test removes them): %s", exc)
     api_result = api.result()
     seen = sorted({cn for n in nodes.values() for cn in n.get("api_clients", [])})
     master_addresses = [addresses[m.short_name] for m in spec.masters if m.short_name in nodes]
