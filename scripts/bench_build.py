@@ -242,7 +242,19 @@ class Bench:
                               capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             raise RuntimeError(f"teardown failed:\n{(done.stdout + done.stderr)[-3000:]}")
-        return time.monotonic() - started
+        took = time.monotonic() - started
+        self.wait_nodes_gone()
+        return took
+
+    def wait_nodes_gone(self, timeout: float = 120.0) -> None:
+        """Until the sandbox has discarded the torn-down nodes' disks and networks: EC2 does that on its own
+        machines, the sandbox on the ones the next build measures (untimed)."""
+        from sandbox.controller import read_nodes
+        from sandbox.state import state_dir
+
+        deadline = time.monotonic() + timeout
+        while read_nodes(state_dir()) and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     def empty_store(self, cluster: str) -> None:
         """A build from nothing: no PKI, no SSH key, no host-key pins left from an earlier cluster."""
