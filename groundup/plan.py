@@ -15,7 +15,7 @@ class _ReadOnlyKeys:
         self._store = store
 
     def exists(self, relpath: str) -> bool:
-        return self._store is not None and self._store.exists(relpath)
+        return self._store.exists(relpath)
 
     def read_private_key(self, relpath: str):
         return self._store.read_private_key(relpath)
@@ -84,8 +84,8 @@ def plan(spec: ClusterSpec, store=None) -> list[Change]:
 
 
 def render_plan(changes: list[Change]) -> str:
-    todo = [c for c in changes if c.action != "exists"]
-    lines = [str(c) for c in todo] or ["nothing to do: AWS matches the spec"]
+    todo = pending(changes)
+    lines = todo or ["nothing to do: AWS matches the spec"]
     lines.append(f"\n{len(todo)} to change, {len(changes) - len(todo)} up to date")
     return "\n".join(lines)
 
