@@ -32,6 +32,10 @@ UNIT_TIMEOUT = 90.0
 POLL_FIRST_S = 0.2
 POLL_MAX_S = 1.0
 """A starting unit is looked at after 0.2 s, then at doubling intervals up to 1 s."""
+START_RETRIES = 2
+"""A unit that fails at start is reset and started again this many times, 1 s then 2 s later: a slow or
+racing start can heal (systemd once failed to set up a unit's cgroup twice in a row, 219/CGROUP, on a
+machine at load 35)."""
 
 
 class BootstrapFailed(RuntimeError):
@@ -230,10 +234,11 @@ class NodeBootstrapper:
             self.save_record(record)
         return start, [u for u in units if u not in start]
 
-    def wait_unit(self, unit: str, restarts: int = 1) -> None:
+    def wait_unit(self, unit: str, restarts: int = START_RETRIES) -> None:
         """Wait until the unit is active (etcd: healthy, apiserver: answering); a unit that fails at
-        start is reset and started again `restarts` times, as a slow or racing start can heal."""
+        start is reset and started again `restarts` times, waiting 1 s, then 2 s, ... before each."""
         timeout = ETCD_QUORUM_TIMEOUT if unit == "etcd" else UNIT_TIMEOUT
+        backoff = 1.0
         deadline = self.clock() + timeout
         delay = POLL_FIRST_S
         while True:
@@ -246,8 +251,9 @@ class NodeBootstrapper:
             failed = "ActiveState=failed" in out
             if failed and restarts > 0:
                 restarts -= 1
+                self.sleep(backoff)
+                backoff *= 2
                 self.run(f"systemctl reset-failed {unit}; systemctl restart --no-block {unit}")
-                self.sleep(1.0)
                 continue
             if failed or self.clock() > deadline:
                 raise BootstrapFailed(self.unit_failure(unit, timeout, out, failed))

@@ -224,3 +224,58 @@ def test_a_malformed_installer_digest_is_not_trusted(tmp_path, monkeypatch):
     digests, _, _, calls = _probe_on(tmp_path, monkeypatch, {kubelet: "not-a-digest", proxy: files[proxy]}, inputs)
     assert len(calls) == 1 and kubelet in calls[0] and proxy not in calls[0]
     assert digests == files
+
+
+class _UnitSession:
+    """Answers `systemctl show` of one unit from a list of ActiveState values (the last one repeats) and
+    records every command; the journal answers with one line."""
+
+    sudo = ""
+
+    def __init__(self, states: list[str]) -> None:
+        self.states = states
+        self.commands: list[str] = []
+
+    def run(self, command: str, timeout: float = 60.0, check: bool = True):
+        self.commands.append(command)
+        if "systemctl show" in command:
+            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+            result = "exit-code" if state == "failed" else "success"
+            return 0, f"ActiveState={state}\nSubState={state}\nNRestarts=0\nResult={result}\n", ""
+        if "journalctl" in command:
+            return 0, "groundup-node-prep.service: Failed at step CGROUP spawning /bin/sh\n", ""
+        return 0, "", ""
+
+
+def _unit_waiter(states: list[str]):
+    from types import SimpleNamespace
+
+    from groundup.node_bootstrap import NodeBootstrapper
+
+    session = _UnitSession(states)
+    sleeps: list[float] = []
+    plan = SimpleNamespace(files=[], dirs=(), units=("groundup-node-prep",), unit_inputs={})
+    worker = NodeBootstrapper(None, SimpleNamespace(short_name="worker-11"), session, plan, {"artifacts": []},
+                              b"#", sleep=sleeps.append)
+    return worker, session, sleeps
+
+
+def test_a_unit_that_fails_at_start_twice_is_started_again_after_1_then_2_seconds():
+    worker, session, sleeps = _unit_waiter(["failed", "failed", "active"])
+    worker.wait_unit("groundup-node-prep")
+    retries = [c for c in session.commands if "reset-failed" in c]
+    assert len(retries) == 2 and sleeps == [1.0, 2.0], (session.commands, sleeps)
+
+
+def test_a_unit_that_keeps_failing_is_named_with_its_state_and_journal():
+    import pytest
+
+    from groundup.node_bootstrap import START_RETRIES, BootstrapFailed
+
+    worker, session, sleeps = _unit_waiter(["failed"])
+    with pytest.raises(BootstrapFailed) as failure:
+        worker.wait_unit("groundup-node-prep")
+    message = str(failure.value)
+    assert message.startswith("worker-11: groundup-node-prep failed to start (ActiveState=failed")
+    assert "Failed at step CGROUP" in message
+    assert len([c for c in session.commands if "reset-failed" in c]) == START_RETRIES == 2
