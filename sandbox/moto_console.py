@@ -14,7 +14,10 @@ The sandbox runs moto with these changes, so it behaves as EC2 does:
 - an instance terminated more than `--forget-terminated-after` seconds ago (default 3600, as EC2)
   is forgotten: no call shows it any more, DescribeInstances naming it answers
   InvalidInstanceID.NotFound. Moto keeps every instance forever otherwise, and each
-  DescribeInstances filters all of them (a day of builds made it several times slower).
+  DescribeInstances filters all of them (a day of builds made it several times slower);
+- a resource's own tags are read from its entry in the tag store (moto scanned every tag of every
+  resource for each one, so a tag-filtered DescribeInstances grew with the square of the instances held:
+  45 ms with 300 terminated). Same answer, same order.
 
 Started by `sandbox.moto.start_moto_server(..., console_dir=DIR)`.
 """
@@ -94,6 +97,30 @@ def _launch_interfaces_delete_on_termination() -> None:
                 nic.delete_on_termination = True
 
     Instance.prep_nics = prep_nics_deleted_on_termination
+
+
+def tags_of(backend, resource_id: str | None) -> list[dict[str, str]]:
+    """What `describe_tags(filters={"resource-id": [resource_id]})` answers, from the one entry that can match."""
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    if not resource_id:
+        return []
+    tags = backend.tags.get(resource_id)
+    if not tags:
+        return []
+    kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(resource_id), "")
+    return [{"resource_id": resource_id, "key": key, "value": value, "resource_type": kind}
+            for key, value in list(tags.items())]
+
+
+def _tags_by_id() -> None:
+    """A tagged resource reads its tags by its id instead of through a scan of all tags."""
+    from moto.ec2.models.core import TaggedEC2Resource
+
+    def get_tags(self) -> list[dict[str, str]]:
+        return tags_of(self.ec2_backend, self.id)
+
+    TaggedEC2Resource.get_tags = get_tags
 
 
 def _forget_terminated(after: float, clock=time.monotonic) -> None:
@@ -227,6 +254,7 @@ def main(argv: list[str]) -> None:
     _release_ips_on_terminate()
     _launch_interfaces_delete_on_termination()
     _forget_terminated(options.forget_terminated_after)
+    _tags_by_id()
     from moto.server import main as moto_main
 
     moto_main(rest)
