@@ -92,6 +92,20 @@ def save_pin(store, pin: HostKeyPin) -> None:
     store.write(pin_path(pin.node), pin.to_json())
 
 
+CONSOLE_TAIL_LINES = 3
+CONSOLE_TAIL_CHARS = 200
+
+
+def console_tail(text: str) -> str:
+    """The last few non-empty lines of a console output, printable characters only and each cut short,
+    for an error message."""
+    printable = ("".join(c for c in line if c.isprintable()).strip() for line in text.splitlines())
+    lines = [line[:CONSOLE_TAIL_CHARS] for line in printable if line]
+    if not lines:
+        return "the console output is empty (the instance has not printed anything yet)"
+    return "the console output ends: " + " | ".join(lines[-CONSOLE_TAIL_LINES:])
+
+
 STEADY_POLL_S = 15.0
 """How long the console output is read every second before the wait between reads doubles."""
 
@@ -111,10 +125,12 @@ def resolve_host_keys(store, short_name: str, address: str, instance_id: str | N
     started = clock()
     deadline = started + timeout
     delay = 1.0
+    text = ""
     while True:
         keys: list[str] = []
         if console_output is not None and instance_id:
-            keys = parse_console_host_keys(console_output(instance_id) or "")
+            text = console_output(instance_id) or ""
+            keys = parse_console_host_keys(text)
         if keys:
             new = HostKeyPin(node=short_name, instance_id=instance_id, keys=tuple(keys), source="console-output")
             save_pin(store, new)
@@ -122,7 +138,8 @@ def resolve_host_keys(store, short_name: str, address: str, instance_id: str | N
         if clock() + delay > deadline:
             raise HostKeysUnavailable(
                 f"no host keys for {short_name} ({address}, instance {instance_id}): the console output "
-                f"has no '{BEGIN}' block after {timeout:.0f} s. Wait for cloud-init to finish and retry."
+                f"has no '{BEGIN}' block after {timeout:.0f} s; {console_tail(text)}. "
+                "Wait for cloud-init to finish and retry."
             )
         sleep(delay)
         # Every second while a boot may be about to finish (a doubling wait found keys printed at 3.1 s only

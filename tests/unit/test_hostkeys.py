@@ -153,7 +153,19 @@ def test_no_keys_in_the_console_fails_with_what_to_do_after_the_timeout() -> Non
     def sleep(seconds: float) -> None:
         now[0] += seconds
 
-    with pytest.raises(HostKeysUnavailable, match="no host keys for worker-2.*Wait for cloud-init"):
+    with pytest.raises(HostKeysUnavailable, match="no host keys for worker-2.*Wait for cloud-init") as failed:
         resolve_host_keys(MemoryStore(), "worker-2", "10.240.0.22", "i-3", lambda i: "", timeout=30,
                           sleep=sleep, clock=lambda: now[0])
     assert 20 <= now[0] <= 30
+    assert "the console output is empty" in str(failed.value)
+
+
+def test_no_keys_in_the_console_names_the_last_lines_it_printed() -> None:
+    console = ("[    0.000000] Linux version 6.8.0\n" + "\n".join(f"boot line {i}" for i in range(50))
+               + "\n\x1b[0;1;31mcloud-init[812]: Failed to run module ssh\n" + "x" * 5000 + "\n\n")
+    with pytest.raises(HostKeysUnavailable) as failed:
+        resolve_host_keys(MemoryStore(), "worker-2", "10.240.0.22", "i-3", lambda i: console, timeout=3,
+                          sleep=lambda s: None, clock=iter(range(100)).__next__)
+    message = str(failed.value)
+    assert "the console output ends: boot line 49 | [0;1;31mcloud-init[812]: Failed to run module ssh | xxx" in message
+    assert "x" * 201 not in message and "boot line 48" not in message and "\x1b" not in message
