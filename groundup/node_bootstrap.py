@@ -52,12 +52,14 @@ class NodeBootstrap:
     files_changed: list[str] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    start_retries: list[str] = field(default_factory=list)
+    """Each start of a unit that had failed at start, with how it had ended."""
     seconds: float = 0.0
 
     def as_result(self) -> dict:
         return {"node": self.node, "address": self.address, "downloaded": self.downloaded,
                 "files_changed": self.files_changed, "restarted": self.restarted, "unchanged": self.unchanged,
-                "seconds": round(self.seconds, 3)}
+                "start_retries": self.start_retries, "seconds": round(self.seconds, 3)}
 
 
 def inputs_digest(paths: list[str], digests: dict[str, str]) -> str:
@@ -170,6 +172,7 @@ class NodeBootstrapper:
         self.sudo = session.sudo
         self.installed_digests: dict[str, str] = {}
         """{path: sha256} of the release files the installer verified or wrote in this run."""
+        self.start_retries: list[str] = []
 
     def run(self, command: str, timeout: float = 120.0, check: bool = True) -> tuple[int, str, str]:
         return self.session.run(f"{self.sudo}sh -c {shlex.quote(command)}", timeout=timeout, check=check)
@@ -251,6 +254,9 @@ class NodeBootstrapper:
             failed = "ActiveState=failed" in out
             if failed and restarts > 0:
                 restarts -= 1
+                fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+                self.start_retries.append(f"{unit} (Result={fields.get('Result', '?')}), started again "
+                                          f"after {backoff:.0f} s")
                 self.sleep(backoff)
                 backoff *= 2
                 self.run(f"systemctl reset-failed {unit}; systemctl restart --no-block {unit}")
@@ -315,4 +321,5 @@ def bootstrap_node(spec: ClusterSpec, node: Node, address: str, instance_id: str
     finally:
         session.close()
     return NodeBootstrap(node=node.short_name, address=address, downloaded=downloaded, files_changed=changed,
-                         restarted=restarted, unchanged=unchanged, seconds=time.monotonic() - started)
+                         restarted=restarted, unchanged=unchanged, start_retries=worker.start_retries,
+                         seconds=time.monotonic() - started)

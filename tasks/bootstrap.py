@@ -33,6 +33,8 @@ def bootstrap_node(spec: ClusterSpec, node: str, address: str, instance_id: str 
     result = run_bootstrap(spec, target, address, instance_id, store, pkey, node_plan(spec, target, api_endpoint),
                            node_release_manifest(spec, target), script_bytes("install_releases.py"),
                            console_output_reader(spec), boot_timeout=boot_timeout)
+    for retry in result.start_retries:
+        logger.warning("%s: a unit failed at start: %s", node, retry)
     logger.info("%s (%s): %d downloaded, %d files changed, restarted [%s], unchanged [%s] in %.1f s", node, address,
                 len(result.downloaded), len(result.files_changed), ", ".join(result.restarted),
                 ", ".join(result.unchanged), result.seconds)

@@ -169,3 +169,21 @@ def test_an_apiserver_cert_from_another_ca_fails_its_unit_and_smoke_says_where(b
     assert "master-2: kube-apiserver is" in text and "tls-cert-file" in text, text
     repaired = groundup(built, "build", str(SPEC_PATH), "--phases", "distribute,bootstrap,smoke")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+
+
+def test_a_unit_that_fails_at_its_first_start_is_started_again_and_reported(built):
+    drop_in = "/run/systemd/system/groundup-node-prep.service.d/50-fail-once.conf"
+    marker = "/run/groundup-test-failed-once"
+    fail_once = f"[Service]\nExecStartPre=/bin/sh -c 'test -e {marker} || {{ touch {marker}; exit 1; }}'\n"
+    built.node_exec("worker-1", "sh", "-c", f"mkdir -p {Path(drop_in).parent} && printf %s \"$0\" > {drop_in} && "
+                    f"rm -f {marker} && systemctl daemon-reload && systemctl stop groundup-node-prep", fail_once)
+    try:
+        result = groundup(built, "build", str(SPEC_PATH), "--phases", "distribute,bootstrap")
+        text = result.stdout + result.stderr
+        assert result.returncode == 0, text
+        assert ("worker-1: a unit failed at start: groundup-node-prep (Result=exit-code), started again after 1 s"
+                in text), text
+        state = built.node_exec("worker-1", "systemctl", "is-active", "groundup-node-prep").stdout.strip()
+        assert state == "active" and built.node_exec("worker-1", "test", "-e", marker).returncode == 0
+    finally:
+        built.node_exec("worker-1", "sh", "-c", f"rm -f {drop_in} {marker} && systemctl daemon-reload")

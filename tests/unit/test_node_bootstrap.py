@@ -265,6 +265,8 @@ def test_a_unit_that_fails_at_start_twice_is_started_again_after_1_then_2_second
     worker.wait_unit("groundup-node-prep")
     retries = [c for c in session.commands if "reset-failed" in c]
     assert len(retries) == 2 and sleeps == [1.0, 2.0], (session.commands, sleeps)
+    assert worker.start_retries == ["groundup-node-prep (Result=exit-code), started again after 1 s",
+                                    "groundup-node-prep (Result=exit-code), started again after 2 s"]
 
 
 def test_a_unit_that_keeps_failing_is_named_with_its_state_and_journal():
