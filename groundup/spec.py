@@ -286,8 +286,9 @@ class ClusterSpec(BaseModel):
             for ip in {ip for ip in all_ips if all_ips.count(ip) > 1}:
                 errors.append(f"worker_ips: {ip} is used by more than one node (masters and workers share the subnet)")
         errors += self._check_pod_cidrs()
-        if self.ssh.access is NodeAccess.bastion and not self.ssh.bastion:
-            errors.append("ssh.bastion: required when ssh.access is 'bastion'")
+        if self.ssh.access is NodeAccess.bastion:
+            errors.append("ssh.access: 'bastion' is not implemented yet, the flows cannot reach nodes through a "
+                          "bastion: use public_ip, as the guide does, or private_ip from a runner inside the VPC")
         if errors:
             raise ValueError("; ".join(errors))
         return self

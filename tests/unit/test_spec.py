@@ -92,7 +92,7 @@ BAD_SPECS = [
     ({"kubernetes_version": "latest"}, "kubernetes_version"),
     ({"tags": {"aws:owner": "x"}}, "tags"),
     ({"tags": {"Name": "x"}}, "tags"),
-    ({"ssh": {"access": "bastion"}}, "ssh.bastion"),
+    ({"ssh": {"access": "bastion"}}, "ssh.access: 'bastion' is not implemented"),
     ({"ssh": {"access": "telepathy"}}, "ssh.access"),
     ({"pki": {"key_algorithm": "dsa-1024"}}, "pki.key_algorithm"),
     ({"pki": {"validity_hours": 0}}, "pki.validity_hours"),

@@ -89,9 +89,14 @@ def test_cluster_domain_must_be_a_dns_name(domain):
 
 
 def test_bastion_must_be_user_at_host_port():
-    assert parse_spec({"ssh": {"access": "bastion", "bastion": "ubuntu@bastion.example.com:22"}}).ssh.bastion
     with pytest.raises(SpecError, match="ssh.bastion"):
         parse_spec({"ssh": {"access": "bastion", "bastion": "ubuntu@host;id"}})
+
+
+def test_bastion_access_is_refused_before_any_aws_call_as_not_implemented():
+    with pytest.raises(SpecError, match="ssh.access: 'bastion' is not implemented yet") as refused:
+        parse_spec({"ssh": {"access": "bastion", "bastion": "ubuntu@bastion.example.com:22"}})
+    assert "public_ip" in str(refused.value) and "private_ip" in str(refused.value)
 
 
 def test_load_spec_messages_do_not_repeat_the_path(tmp_path):
