@@ -86,9 +86,9 @@ class SSHSettings(BaseModel):
     access: NodeAccess = Field(
         NodeAccess.public_ip,
         description="Address the flows connect to: the instance's public IP (AWS), its private IP "
-        "(the local sandbox, or a runner inside the VPC) or a bastion host",
+        "(the local sandbox, or a runner inside the VPC); 'bastion' is not implemented yet",
     )
-    bastion: str | None = Field(None, description="user@host:port of a bastion, when access is 'bastion'")
+    bastion: str | None = Field(None, description="user@host:port of a bastion, for access 'bastion' (not implemented yet)")
     port: int = Field(22, ge=1, le=65535, description="SSH port on the nodes")
     boot_timeout_s: float = Field(
         300, gt=0, le=3600, description="How long a node may stay unreachable (booting, sshd not up) before its task fails"
