@@ -85,3 +85,20 @@ def write_console(state: Path, instance_id: str, hostname: str, host_keys: list[
     path = console_dir(state) / instance_id
     atomic_write(path, console_text(hostname, host_keys).encode())
     return path
+
+
+def unplayed_console_text(instance_id: str, reason: str) -> str:
+    """What the console of an instance no node plays says: that, and why."""
+    return (f"[    0.000000] groundup sandbox: no node runs instance {instance_id}\r\n"
+            f"[    0.000000] groundup sandbox: {reason}\r\n")
+
+
+def write_unplayed_console(state: Path, instance_id: str, reason: str) -> bool:
+    """Tell through the instance's console output why no node plays it (as EC2 shows a stuck boot); returns
+    whether it wrote (not when the console already says so)."""
+    path = console_dir(state) / instance_id
+    text = unplayed_console_text(instance_id, reason).encode()
+    if path.is_file() and path.read_bytes() == text:
+        return False
+    atomic_write(path, text)
+    return True

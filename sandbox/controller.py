@@ -78,11 +78,14 @@ def unusable_address(ip: str, subnet: IPv4Network, reserved: set[str] = frozense
 
 def claims(instances: list[dict], subnet: IPv4Network,
            reserved: set[str] = frozenset()) -> tuple[dict[str, dict], dict[str, str]]:
-    """Per private IP in the subnet, the instance a node there plays (the newest one not terminated);
-    and the instances no node plays, with why."""
+    """Per private IP in the subnet, the instance a node there plays; and the instances no node plays, with why.
+
+    In one subnet EC2 never has two live instances at one address, so two claims on an address come from
+    two VPCs with the same CIDR (two clusters). The sandbox has one network for every VPC: the instance
+    launched first keeps its node (disk and all), the later one runs nowhere and is told why."""
     chosen: dict[str, dict] = {}
     ignored: dict[str, str] = {}
-    for instance in instances:
+    for instance in sorted(instances, key=lambda i: (i["LaunchTime"], i["InstanceId"])):
         ip = instance.get("PrivateIpAddress")
         state = instance["State"]["Name"]
         if not ip or IPv4Address(ip) not in subnet or state not in LIVE + KEPT:
@@ -92,12 +95,14 @@ def claims(instances: list[dict], subnet: IPv4Network,
             ignored[instance["InstanceId"]] = reason
             continue
         current = chosen.get(ip)
-        if current is None or instance["LaunchTime"] > current["LaunchTime"]:
-            if current is not None:
-                ignored[current["InstanceId"]] = f"{instance['InstanceId']} is newer at {ip}"
+        if current is None:
             chosen[ip] = instance
-        else:
-            ignored[instance["InstanceId"]] = f"{current['InstanceId']} is newer at {ip}"
+            continue
+        ignored[instance["InstanceId"]] = (
+            f"{ip} is taken by {current['InstanceId']} (VPC {current.get('VpcId', '?')}, launched earlier, "
+            f"{current['State']['Name']}): the sandbox has one network for every VPC, so two clusters cannot "
+            f"use one address at the same time; tear the other cluster down, then terminate and launch this "
+            f"instance again")
     return chosen, ignored
 
 
@@ -207,11 +212,13 @@ class Controller:
         wanted, ignored = claims(instances, self.subnet, self.reserved)
         for instance_id, reason in ignored.items():
             self.say("instance %s has no node: %s", instance_id, reason)
+            cloudinit.write_unplayed_console(self.state, instance_id, reason)
         self._notice_shutdowns(wanted)
         with self.lock:
             actions, waiting = plan_nodes(wanted, self.nodes, self.capacity)
         for instance_id, reason in waiting.items():
             self.say("instance %s waits for a node: %s", instance_id, reason)
+            cloudinit.write_unplayed_console(self.state, instance_id, f"waits for a node: {reason}")
         for action in actions:
             getattr(self, "_" + action.kind)(action.ip, wanted.get(action.ip))
         self._routes(instances)

@@ -170,6 +170,29 @@ def test_stop_and_start_keep_the_disk_and_the_host_key(sandbox: Sandbox, cloud: 
     assert presented_host_key("10.240.0.50") == key
 
 
+def test_a_second_vpcs_instance_at_a_nodes_address_runs_nowhere_and_its_console_says_why(
+        sandbox: Sandbox, cloud: Cloud) -> None:
+    first = cloud.node("10.240.0.50")["instance_id"]
+    other = Cloud(sandbox)
+    try:
+        second = other.launch("10.240.0.50")
+
+        def said() -> str:
+            return other.ec2.get_console_output(InstanceId=second).get("Output", "")
+
+        wait_for(lambda: "no node runs instance" in said(), 20, "the second instance's console output")
+        assert f"10.240.0.50 is taken by {first} (VPC {cloud.vpc}, launched earlier, running)" in said()
+        time.sleep(2)
+        node = cloud.node("10.240.0.50")
+        assert node["instance_id"] == first and node["state"] == "running"
+        assert sandbox.node_exec("10.240.0.50", "cat", "/root/marker").stdout == "kept\n"
+        assert sandbox.node_exec("10.240.0.50", "cat", "/var/lib/cloud/data/instance-id").stdout.strip() == first
+    finally:
+        other.terminate_all()
+    time.sleep(2)
+    assert cloud.node("10.240.0.50")["instance_id"] == first and sshd_answers("10.240.0.50")
+
+
 def test_a_reboot_from_inside_boots_the_node_again_and_the_instance_stays_running(
         sandbox: Sandbox, cloud: Cloud) -> None:
     instance = cloud.node("10.240.0.50")["instance_id"]

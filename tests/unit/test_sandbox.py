@@ -160,18 +160,35 @@ def _node(ip: str, instance_id: str, state: str = "running") -> nodes.NodeRecord
                             namespace="gu-" + nodes.node_name(ip), root="/x", host_key="k", state=state)
 
 
-def test_the_newest_live_instance_at_an_address_claims_its_node() -> None:
+def test_the_first_launched_live_instance_at_an_address_keeps_its_node() -> None:
     wanted, ignored = controller.claims([
         _instance("i-old", "10.240.0.20", "terminated", launched=1),
-        _instance("i-a", "10.240.0.20", "running", launched=2),
         _instance("i-b", "10.240.0.20", "pending", launched=3),
+        _instance("i-a", "10.240.0.20", "running", launched=2),
         _instance("i-other", "172.31.0.20"),
         _instance("i-reserved", "10.240.0.2"),
         _instance("i-stopped", "10.240.0.21", "stopped"),
+        _instance("i-later", "10.240.0.21", "running", launched=5),
     ], SUBNET)
-    assert {ip: i["InstanceId"] for ip, i in wanted.items()} == {"10.240.0.20": "i-b", "10.240.0.21": "i-stopped"}
-    assert "AWS reserves them" in ignored["i-reserved"] and "i-b is newer" in ignored["i-a"]
-    assert "i-old" not in ignored and "i-other" not in ignored
+    assert {ip: i["InstanceId"] for ip, i in wanted.items()} == {"10.240.0.20": "i-a", "10.240.0.21": "i-stopped"}
+    assert "AWS reserves them" in ignored["i-reserved"]
+    assert ignored["i-b"].startswith("10.240.0.20 is taken by i-a (VPC vpc-1, launched earlier, running): the "
+                                     "sandbox has one network for every VPC")
+    assert "is taken by i-stopped (VPC vpc-1, launched earlier, stopped)" in ignored["i-later"]
+    assert "i-old" not in ignored and "i-other" not in ignored and "i-a" not in ignored
+
+
+def test_an_instance_no_node_plays_says_why_in_its_console_once(tmp_path) -> None:
+    from sandbox import cloudinit
+    from sandbox.state import console_dir
+
+    reason = "10.240.0.20 is taken by i-a (VPC vpc-1, launched earlier, running): ..."
+    assert cloudinit.write_unplayed_console(tmp_path, "i-b", reason) is True
+    assert cloudinit.write_unplayed_console(tmp_path, "i-b", reason) is False
+    text = (console_dir(tmp_path) / "i-b").read_text()
+    assert "no node runs instance i-b" in text and reason in text
+    cloudinit.write_console(tmp_path, "i-b", "ip-10-240-0-20", [])
+    assert "no node runs" not in (console_dir(tmp_path) / "i-b").read_text()
 
 
 def test_instances_drive_boot_stop_start_and_terminate() -> None:
