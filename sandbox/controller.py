@@ -100,9 +100,8 @@ def claims(instances: list[dict], subnet: IPv4Network,
             continue
         ignored[instance["InstanceId"]] = (
             f"{ip} is taken by {current['InstanceId']} (VPC {current.get('VpcId', '?')}, launched earlier, "
-            f"{current['State']['Name']}): the sandbox has one network for every VPC, so two clusters cannot "
-            f"use one address at the same time; tear the other cluster down, then terminate and launch this "
-            f"instance again")
+            f"{current['State']['Name']}); the sandbox has one network for every VPC: tear that cluster down, "
+            f"then build this one again")
     return chosen, ignored
 
 

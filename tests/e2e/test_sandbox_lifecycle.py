@@ -181,7 +181,7 @@ def test_a_second_vpcs_instance_at_a_nodes_address_runs_nowhere_and_its_console_
             return other.ec2.get_console_output(InstanceId=second).get("Output", "")
 
         wait_for(lambda: "no node runs instance" in said(), 20, "the second instance's console output")
-        assert f"10.240.0.50 is taken by {first} (VPC {cloud.vpc}, launched earlier, running)" in said()
+        assert f"10.240.0.50 is taken by {first} (VPC {cloud.vpc}, launched earlier, running);" in said()
         time.sleep(2)
         node = cloud.node("10.240.0.50")
         assert node["instance_id"] == first and node["state"] == "running"

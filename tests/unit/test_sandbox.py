@@ -172,8 +172,8 @@ def test_the_first_launched_live_instance_at_an_address_keeps_its_node() -> None
     ], SUBNET)
     assert {ip: i["InstanceId"] for ip, i in wanted.items()} == {"10.240.0.20": "i-a", "10.240.0.21": "i-stopped"}
     assert "AWS reserves them" in ignored["i-reserved"]
-    assert ignored["i-b"].startswith("10.240.0.20 is taken by i-a (VPC vpc-1, launched earlier, running): the "
-                                     "sandbox has one network for every VPC")
+    assert ignored["i-b"] == ("10.240.0.20 is taken by i-a (VPC vpc-1, launched earlier, running); the sandbox "
+                              "has one network for every VPC: tear that cluster down, then build this one again")
     assert "is taken by i-stopped (VPC vpc-1, launched earlier, stopped)" in ignored["i-later"]
     assert "i-old" not in ignored and "i-other" not in ignored and "i-a" not in ignored
 
@@ -182,11 +182,14 @@ def test_an_instance_no_node_plays_says_why_in_its_console_once(tmp_path) -> Non
     from sandbox import cloudinit
     from sandbox.state import console_dir
 
-    reason = "10.240.0.20 is taken by i-a (VPC vpc-1, launched earlier, running): ..."
+    reason = ("10.240.0.20 is taken by i-0123456789abcdef0 (VPC vpc-0123456789abcdef0, launched earlier, running); "
+              "the sandbox has one network for every VPC: tear that cluster down, then build this one again")
     assert cloudinit.write_unplayed_console(tmp_path, "i-b", reason) is True
     assert cloudinit.write_unplayed_console(tmp_path, "i-b", reason) is False
-    text = (console_dir(tmp_path) / "i-b").read_text()
-    assert "no node runs instance i-b" in text and reason in text
+    lines = (console_dir(tmp_path) / "i-b").read_text().splitlines()
+    assert lines[0] == "[    0.000000] groundup sandbox: no node runs instance i-b"
+    assert " ".join(line.split(": ", 1)[1] for line in lines[1:]) == reason
+    assert len(lines) <= 3 and all(len(line) <= 200 for line in lines)
     cloudinit.write_console(tmp_path, "i-b", "ip-10-240-0-20", [])
     assert "no node runs" not in (console_dir(tmp_path) / "i-b").read_text()
 
