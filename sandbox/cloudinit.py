@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import textwrap
 from pathlib import Path
 
 from sandbox.state import atomic_write, console_dir
@@ -90,8 +91,6 @@ def write_console(state: Path, instance_id: str, hostname: str, host_keys: list[
 def unplayed_console_text(instance_id: str, reason: str) -> str:
     """What the console of an instance no node plays says: that, and why (in lines short enough to be
     quoted whole where a console's last lines are shown)."""
-    import textwrap
-
     lines = [f"no node runs instance {instance_id}", *textwrap.wrap(reason, 120)]
     return "".join(f"[    0.000000] groundup sandbox: {line}\r\n" for line in lines)
 

@@ -17,7 +17,7 @@ The sandbox runs moto with these changes, so it behaves as EC2 does:
   DescribeInstances filters all of them (a day of builds made it several times slower);
 - a resource's own tags are read from its entry in the tag store (moto scanned every tag of every
   resource for each one, so a tag-filtered DescribeInstances grew with the square of the instances held:
-  45 ms with 300 terminated). Same answer, same order.
+  45-86 ms with 300 terminated, 3 ms by id). Same answer, same order.
 
 Started by `sandbox.moto.start_moto_server(..., console_dir=DIR)`.
 """

@@ -45,6 +45,22 @@ def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
     return moto_server.endpoint
 
 
+@pytest.fixture
+def in_process_aws(monkeypatch: pytest.MonkeyPatch):
+    """moto inside this process only (`mock_aws`), whatever endpoint, credentials or config files the shell
+    has set (a shell with the sandbox's env would otherwise send these calls to the sandbox's moto)."""
+    from moto import mock_aws
+
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    with mock_aws():
+        yield
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A temporary Prefect server for the whole session (it takes ~18 s to start)."""

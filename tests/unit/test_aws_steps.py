@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from groundup.aws import compute, network, teardown
 from groundup.aws.core import ClusterStateError, is_transient, make_context, retry_transient, tag_spec
@@ -17,18 +14,12 @@ SPEC = parse_spec({"name": "unit", "worker_count": 1, "master_count": 1})
 
 
 @pytest.fixture
-def ctx(monkeypatch):
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    with mock_aws():
-        from groundup.aws import core
+def ctx(in_process_aws):
+    from groundup.aws import core
 
-        core._CLIENTS.clear()
-        yield make_context(SPEC)
-        core._CLIENTS.clear()
+    core._CLIENTS.clear()
+    yield make_context(SPEC)
+    core._CLIENTS.clear()
 
 
 def _error(code: str) -> ClientError:

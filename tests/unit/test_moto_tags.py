@@ -3,11 +3,8 @@ and a tag-filtered DescribeInstances that no longer grows with the square of the
 
 from __future__ import annotations
 
-import os
-
 import boto3
 import pytest
-from moto import mock_aws
 from moto.backends import get_backend
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models.core import TaggedEC2Resource
@@ -18,16 +15,8 @@ REGION = "us-east-2"
 
 
 @pytest.fixture
-def ec2(monkeypatch: pytest.MonkeyPatch):
-    """boto3 against moto in this process only, whatever endpoint or credentials the shell has set."""
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_EC2", raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    with mock_aws():
-        yield boto3.client("ec2", region_name=REGION)
+def ec2(in_process_aws):
+    return boto3.client("ec2", region_name=REGION)
 
 
 def _held_cluster(ec2, instances: int) -> tuple[list[str], str]:

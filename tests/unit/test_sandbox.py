@@ -286,31 +286,30 @@ def test_node_records_round_trip_through_the_controller_file(tmp_path: Path) -> 
     assert node.hostname == "ip-10-240-0-20"
 
 
-def test_the_sandboxs_moto_frees_a_terminated_instances_ip_for_a_relaunch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sandboxs_moto_frees_a_terminated_instances_ip_for_a_relaunch(in_process_aws,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
-    from moto import mock_aws
     from moto.ec2.models.instances import Instance
 
     from sandbox.moto_console import _release_ips_on_terminate
 
     monkeypatch.setattr(Instance, "terminate", Instance.terminate)
     _release_ips_on_terminate()
-    with mock_aws():
-        ec2 = boto3.client("ec2", region_name="us-east-2")
-        vpc = ec2.create_vpc(CidrBlock="10.240.0.0/16")["Vpc"]["VpcId"]
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.240.0.0/24")["Subnet"]["SubnetId"]
-        ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    ec2 = boto3.client("ec2", region_name="us-east-2")
+    vpc = ec2.create_vpc(CidrBlock="10.240.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.240.0.0/24")["Subnet"]["SubnetId"]
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
-        def launch() -> str:
-            interface = {"DeviceIndex": 0, "SubnetId": subnet, "PrivateIpAddress": "10.240.0.50"}
-            return ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1,
-                                     NetworkInterfaces=[interface])["Instances"][0]["InstanceId"]
+    def launch() -> str:
+        interface = {"DeviceIndex": 0, "SubnetId": subnet, "PrivateIpAddress": "10.240.0.50"}
+        return ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1,
+                                 NetworkInterfaces=[interface])["Instances"][0]["InstanceId"]
 
-        first = launch()
-        with pytest.raises(Exception):
-            launch()
-        ec2.terminate_instances(InstanceIds=[first])
-        assert launch() != first
+    first = launch()
+    with pytest.raises(Exception):
+        launch()
+    ec2.terminate_instances(InstanceIds=[first])
+    assert launch() != first
 
 
 def test_every_running_node_carries_the_hosts_load_balancer_block(tmp_path: Path,
