@@ -124,7 +124,8 @@ def etcd_release(version: str) -> Release:
     top = f"etcd-v{version}-linux-{ARCH}"
     base = f"etcd-io/etcd/releases/download/v{version}"
     return Release("etcd", version, "etcd_version", "github.com", f"{base}/{top}.tar.gz", f"{base}/SHA256SUMS",
-                   SHA256SUM, TAR_GZ, (Install(f"{top}/etcd", f"{BIN}/etcd"), Install(f"{top}/etcdctl", f"{BIN}/etcdctl")))
+                   SHA256SUM, TAR_GZ, tuple(Install(f"{top}/{name}", f"{BIN}/{name}")
+                                            for name in ("etcd", "etcdctl", "etcdutl")))
 
 
 def containerd_release(version: str) -> Release:
@@ -149,13 +150,27 @@ def cni_plugins_release(version: str) -> Release:
                    SHA256SUM, TAR_GZ, (Install("./", "/opt/cni/bin"),))
 
 
+def crictl_release(version: str) -> Release:
+    """cri-tools' crictl tarball (`crictl` at its top), `.sha256` (bare hex) beside it."""
+    path = f"kubernetes-sigs/cri-tools/releases/download/v{version}/crictl-v{version}-linux-{ARCH}.tar.gz"
+    return Release("crictl", version, "crictl_version", "github.com", path, f"{path}.sha256", HEX, TAR_GZ,
+                   (Install("crictl", f"{BIN}/crictl"),))
+
+
+def coredns_release(version: str) -> Release:
+    """CoreDNS's tarball (`coredns` at its top), `.sha256` (sha256sum format) beside it."""
+    path = f"coredns/coredns/releases/download/v{version}/coredns_{version}_linux_{ARCH}.tgz"
+    return Release("coredns", version, "coredns_version", "github.com", path, f"{path}.sha256", SHA256SUM, TAR_GZ,
+                   (Install("coredns", f"{BIN}/coredns"),))
+
+
 def role_releases(spec: ClusterSpec, role: Role) -> list[Release]:
     """What a master or a worker downloads, at the spec's versions."""
     if role is Role.master:
         return [etcd_release(spec.etcd_version),
                 *(kubernetes_release(c, spec.kubernetes_version) for c in KUBERNETES_MASTER)]
     return [containerd_release(spec.containerd_version), runc_release(spec.runc_version),
-            cni_plugins_release(spec.cni_plugins_version),
+            cni_plugins_release(spec.cni_plugins_version), crictl_release(spec.crictl_version),
             *(kubernetes_release(c, spec.kubernetes_version) for c in KUBERNETES_WORKER)]
 
 

@@ -1,10 +1,9 @@
 """The smoke test (kubernetes-the-hard-way 12): what is checked, where it ran, how it ended.
 
-Every check says *where it ran*: `real` (real etcd, systemd, containerd, CNI, load balancer and
-TLS), `placeholder` (against a placeholder Kubernetes binary, which checks its flags, files,
-certificates and TLS paths but serves no API), or `needs AWS` (needs a real API server: implemented,
-and run whenever the API server is real). Each check reads command output; the parsing is pure
-and tested on recorded output. Nothing here imports Prefect.
+Every check says *where it ran*: `real` (the real components, on the cluster's own nodes, load balancer
+and TLS), or `needs AWS` (kept for a check this machine cannot give; none today). A check that could
+not run says why (a spec setting that turns it off, a node that did not answer). Each check reads command
+output; the parsing is pure and tested on recorded output. Nothing here imports Prefect.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from groundup.spec import ClusterSpec, Node
 
 class Where(str, Enum):
     real = "real"
-    placeholder = "placeholder"
     aws = "needs AWS"
 
 
@@ -190,37 +188,62 @@ def judge_units(node: Node, wanted: list[str], shown: dict[str, dict[str, str]],
 
 # API ---------------------------------------------------------------------------------------------
 
-def is_placeholder_version(version: dict) -> bool:
-    """The API server's /version says it is a placeholder (it serves no Kubernetes API)."""
-    return "placeholder" in json.dumps(version).lower()
+def judge_api(spec: ClusterSpec, livez: str, readyz: str, version: dict) -> list[Check]:
+    """`/livez`, `/readyz?verbose` (every check `ok`) and `/version` (= the spec's release) through the NLB."""
+    checks = []
+    name = "API /livez through the NLB by DNS name with the admin kubeconfig"
+    checks.append(passed(name, Where.real, "ok") if livez.strip() == "ok" else failed(name, Where.real, livez[-300:]))
+    name = "API /readyz?verbose: every check ok"
+    lines = [ln.strip() for ln in readyz.splitlines() if ln.strip().startswith("[")]
+    bad = [ln for ln in lines if not ln.endswith(" ok")]
+    if lines and not bad and "readyz check passed" in readyz:
+        checks.append(passed(name, Where.real, f"{len(lines)} checks ok"))
+    else:
+        checks.append(failed(name, Where.real, "; ".join(bad)[:300] or readyz[-300:] or "no answer"))
+    name = "API /version is the spec's release"
+    got = version.get("gitVersion", "")
+    wanted = f"v{spec.kubernetes_version}"
+    checks.append(passed(name, Where.real, got) if got == wanted
+                  else failed(name, Where.real, f"{got or 'no answer'}, wanted {wanted}"))
+    return checks
 
 
+LEASES = ("kube-controller-manager", "kube-scheduler")
 
 
-def parse_client_identities(journal: str) -> set[str]:
-    """CNs of the clients an API server placeholder logged (`client CN=... O=...`)."""
-    found = set()
-    for line in journal.splitlines():
-        match = re.search(r"CN=([^,\s]+)", line)
-        if match and "client" in line.lower():
-            found.add(match.group(1))
-    return found
+def judge_leader_leases(spec: ClusterSpec, leases_json: str) -> Check:
+    """`kubectl get leases -n kube-system -o json`: the controller-manager and scheduler leases are each
+    held by one of the masters (holderIdentity `<hostname>_<uuid>`)."""
+    name = "controller-manager and scheduler leader leases each held by one master"
+    try:
+        items = {i["metadata"]["name"]: i for i in json.loads(leases_json or "{}").get("items", [])}
+    except (ValueError, KeyError, TypeError):
+        return failed(name, Where.real, "kubectl returned no lease list")
+    masters = {m.hostname: m.short_name for m in spec.masters}
+    held, problems = [], []
+    for lease in LEASES:
+        holder = (items.get(lease, {}).get("spec") or {}).get("holderIdentity") or ""
+        host = holder.split("_", 1)[0]
+        if host in masters:
+            held.append(f"{lease}: {masters[host]}")
+        else:
+            problems.append(f"{lease}: held by {holder or 'nobody'}")
+    return failed(name, Where.real, "; ".join(problems)) if problems else passed(name, Where.real, ", ".join(held))
 
 
-def expected_node_clients(spec: ClusterSpec) -> dict[str, str]:
-    """Per worker: the CN its kubelet presents; plus kube-proxy's."""
-    wanted = {f"{w.short_name} kubelet": f"system:node:{w.hostname}" for w in spec.workers}
-    if spec.workers:
-        wanted["kube-proxy"] = "system:kube-proxy"
-    return wanted
+def judge_kubelet_rbac(found: dict[str, bool]) -> Check:
+    """The apiserver-to-kubelet ClusterRole and its binding exist."""
+    name = "apiserver-to-kubelet ClusterRole and ClusterRoleBinding exist"
+    missing = [kind for kind, ok in found.items() if not ok]
+    return failed(name, Where.real, "missing: " + ", ".join(missing)) if missing else passed(name, Where.real)
 
 
-def judge_node_clients(spec: ClusterSpec, seen: set[str]) -> Check:
-    name = "each worker's kubelet and kube-proxy reached the API through the NLB with their own certs"
-    missing = [f"{who} ({cn})" for who, cn in expected_node_clients(spec).items() if cn not in seen]
-    if missing:
-        return failed(name, Where.placeholder, "never seen by any API server: " + ", ".join(missing))
-    return passed(name, Where.placeholder, f"{len(expected_node_clients(spec))} identities seen")
+def judge_kube_proxies(spec: ClusterSpec, healthz: dict[str, str]) -> Check:
+    """Each worker's kube-proxy answers its /healthz (200 only once it has synced with the API)."""
+    name = "kube-proxy on every worker synced with the API (/healthz)"
+    bad = [f"{w.short_name}: {healthz.get(w.short_name) or 'not checked'}" for w in spec.workers
+           if healthz.get(w.short_name) != "200"]
+    return failed(name, Where.real, "; ".join(bad)) if bad else passed(name, Where.real, f"{len(spec.workers)} workers")
 
 
 def judge_nodes_ready(spec: ClusterSpec, nodes_json: str) -> Check:
@@ -235,8 +258,17 @@ def judge_nodes_ready(spec: ClusterSpec, nodes_json: str) -> Check:
             continue
         ready = [c for c in node.get("status", {}).get("conditions", []) if c.get("type") == "Ready"]
         if not ready or ready[0].get("status") != "True":
-            problems.append(f"{worker.short_name} not Ready")
-    return failed(name, Where.aws, "; ".join(problems)) if problems else passed(name, Where.aws)
+            why = ready[0].get("message", "") if ready else "no Ready condition"
+            problems.append(f"{worker.short_name} not Ready ({why[:120]})")
+            continue
+        kubelet = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion")
+        if kubelet != f"v{spec.kubernetes_version}":
+            problems.append(f"{worker.short_name} runs kubelet {kubelet}, not v{spec.kubernetes_version}")
+        if node.get("spec", {}).get("podCIDR") != str(worker.pod_cidr):
+            problems.append(f"{worker.short_name} podCIDR {node.get('spec', {}).get('podCIDR')}, "
+                            f"spec says {worker.pod_cidr}")
+    return (failed(name, Where.real, "; ".join(problems)) if problems
+            else passed(name, Where.real, f"{len(spec.workers)} workers at v{spec.kubernetes_version}"))
 
 
 ENCRYPTED_PREFIX = b"k8s:enc:aescbc:v1:key1"
@@ -248,8 +280,8 @@ def judge_secret_encrypted(raw_value: bytes) -> Check:
     marker = raw_value.find(b"/registry/secrets/")
     value = raw_value[raw_value.find(b"\n", marker) + 1:] if marker >= 0 else raw_value
     if value.startswith(ENCRYPTED_PREFIX):
-        return passed(name, Where.aws)
-    return failed(name, Where.aws, f"stored value begins {value[:24]!r}")
+        return passed(name, Where.real, "read raw from etcd on a master")
+    return failed(name, Where.real, f"stored value begins {value[:24]!r}")
 
 
 # pod network -------------------------------------------------------------------------------------

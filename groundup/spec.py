@@ -15,6 +15,9 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from groundup.versions import (COMPONENT_FIELDS, DEFAULT_KUBERNETES_VERSION, VersionPolicyError, check_component,
+                               kubernetes_line)
+
 CANONICAL_OWNER_ID = "099720109477"
 UBUNTU_LTS = {"focal": "20.04", "jammy": "22.04", "noble": "24.04"}
 _VERSION = re.compile(r"^v?\d+\.\d+\.\d+$")
@@ -149,7 +152,7 @@ class ClusterSpec(BaseModel):
     vpc_cidr: Cidr = Field(IPv4Network("172.31.0.0/16"), description="VPC CIDR block")
     subnet_cidr: Cidr = Field(IPv4Network("172.31.0.0/24"), description="The cluster's subnet, inside the VPC")
     master_count: int = Field(3, ge=1, le=7, description="Control-plane nodes (etcd members): odd")
-    worker_count: int = Field(3, ge=0, le=250, description="Worker nodes")
+    worker_count: int = Field(3, ge=0, le=250, description="Worker nodes: at least one (pods, CoreDNS included, run only on workers)")
     master_ips: list[IPv4Address] | None = Field(
         None, description="Private IP per master; default: subnet .10, .11, ..."
     )
@@ -164,12 +167,32 @@ class ClusterSpec(BaseModel):
     cluster_domain: str = Field("cluster.local", description="Cluster DNS domain")
     instance_type: str = Field("t2.micro", description="EC2 instance type of every node")
     ubuntu_release: str = Field("noble", description="Ubuntu LTS codename or version: focal, jammy, noble")
-    kubernetes_version: str = Field("1.32.3", description="Kubernetes release")
-    etcd_version: str = Field("3.5.17", description="etcd release")
-    containerd_version: str = Field("2.0.4", description="containerd release (workers)")
-    runc_version: str = Field("1.2.6", description="runc release (workers)")
-    cni_plugins_version: str = Field("1.6.2", description="CNI plugins release (workers)")
-    coredns_version: str = Field("1.12.0", description="CoreDNS image tag applied by the bootstrap")
+    kubernetes_version: str = Field(
+        DEFAULT_KUBERNETES_VERSION,
+        description="Kubernetes release: one of the three minors upstream supports (groundup.versions)",
+    )
+    etcd_version: str | None = Field(None, description="etcd release; empty: the one that Kubernetes release is tested with")
+    containerd_version: str | None = Field(
+        None, description="containerd release (workers); empty: the one that Kubernetes release is tested with")
+    runc_version: str | None = Field(
+        None, description="runc release (workers); empty: the one that containerd is tested with")
+    cni_plugins_version: str | None = Field(
+        None, description="CNI plugins release (workers); empty: the one that Kubernetes release names")
+    crictl_version: str | None = Field(
+        None, description="crictl (cri-tools) release (workers); empty: the one that containerd is tested with")
+    coredns_version: str | None = Field(
+        None, description="CoreDNS release applied by the bootstrap; empty: kubeadm's for that Kubernetes release")
+    kube_proxy_conntrack_max_per_core: int | None = Field(
+        None, ge=0, le=1 << 20,
+        description="kube-proxy's conntrack.maxPerCore; empty: kube-proxy's default (it raises the kernel's "
+        "nf_conntrack_max); 0: leave the kernel's value alone, for nodes whose conntrack table size is not "
+        "theirs to set (a node in a network namespace, as in the local sandbox)",
+    )
+    smoke_workloads: bool = Field(
+        True,
+        description="The smoke test also runs workloads (an nginx deployment, its logs and exec, a NodePort, DNS "
+        "from a pod); they pull images, so turn this off only where the nodes can reach no image registry",
+    )
     release_mirror: str | None = Field(
         None,
         description="Base URL of a mirror that holds upstream's release files under "
@@ -230,13 +253,48 @@ class ClusterSpec(BaseModel):
             raise ValueError(f"must be a current Ubuntu LTS: {', '.join(f'{k} ({v})' for k, v in UBUNTU_LTS.items())}")
         return codename
 
-    @field_validator("kubernetes_version", "etcd_version", "containerd_version", "runc_version",
-                     "cni_plugins_version", "coredns_version")
+    @model_validator(mode="before")
     @classmethod
-    def _version(cls, value: str) -> str:
+    def _component_defaults(cls, data: object) -> object:
+        """Fill each component version left empty with the one the chosen Kubernetes release is tested with."""
+        if not isinstance(data, dict):
+            return data
+        try:
+            line = kubernetes_line(str(data.get("kubernetes_version") or DEFAULT_KUBERNETES_VERSION))
+        except VersionPolicyError:
+            return data
+        filled = dict(data)
+        for name, default in line.defaults().items():
+            if filled.get(name) in (None, ""):
+                filled[name] = default
+        return filled
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _kubernetes_version(cls, value: str) -> str:
         if not _VERSION.fullmatch(value):
-            raise ValueError("must look like 1.32.3")
-        return value.lstrip("v")
+            raise ValueError(f"must look like {DEFAULT_KUBERNETES_VERSION}")
+        version = value.lstrip("v")
+        try:
+            kubernetes_line(version)
+        except VersionPolicyError as exc:
+            raise ValueError(str(exc)) from None
+        return version
+
+    @field_validator(*COMPONENT_FIELDS)
+    @classmethod
+    def _component_version(cls, value: str | None) -> str | None:
+        if value is not None and not _VERSION.fullmatch(value):
+            raise ValueError("must look like 3.7.4")
+        return None if value is None else value.lstrip("v")
+
+    @field_validator("worker_count")
+    @classmethod
+    def _some_worker(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("at least 1: pods run only on workers, so with none nothing could run a pod, "
+                             "CoreDNS included")
+        return value
 
     @field_validator("release_mirror")
     @classmethod
@@ -286,6 +344,11 @@ class ClusterSpec(BaseModel):
             for ip in {ip for ip in all_ips if all_ips.count(ip) > 1}:
                 errors.append(f"worker_ips: {ip} is used by more than one node (masters and workers share the subnet)")
         errors += self._check_pod_cidrs()
+        for name in COMPONENT_FIELDS:
+            try:
+                check_component(name, getattr(self, name), self.kubernetes_version)
+            except VersionPolicyError as exc:
+                errors.append(f"{name}: {exc}")
         if self.ssh.access is NodeAccess.bastion:
             errors.append("ssh.access: 'bastion' is not implemented yet, the flows cannot reach nodes through a "
                           "bastion: use public_ip, as the guide does, or private_ip from a runner inside the VPC")

@@ -10,6 +10,7 @@ import time
 from ipaddress import IPv4Network
 from pathlib import Path
 
+from groundup.versions import DEFAULT_KUBERNETES_VERSION
 from sandbox import lifecycle, netns
 from sandbox.state import state_dir
 
@@ -33,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--max-nodes", type=int, default=None,
                     help="at most this many nodes (default: what the machine's memory holds)")
     up.add_argument("--no-prefect", action="store_true", help="no Prefect server or worker")
+    up.add_argument("--kubernetes", action="append", default=None, metavar="VERSION",
+                    help="a Kubernetes release the mirror holds, with its default components (repeatable; "
+                    "default: groundup's default release). Built from the Go modules unless cached")
     down = sub.add_parser("down", help="stop and remove every process, mount, namespace, link and hosts entry")
     down.add_argument("--purge", action="store_true",
                       help="also delete the cached rootfs, the mirror, the Prefect database and the artifacts")
@@ -73,7 +77,8 @@ def run(argv: list[str]) -> int:
 
 def _up(args, state: Path) -> int:
     report = lifecycle.up(state, subnet=args.subnet, regions=tuple(args.regions or lifecycle.DEFAULT_REGIONS),
-                          with_prefect=not args.no_prefect, max_nodes=args.max_nodes)
+                          with_prefect=not args.no_prefect, max_nodes=args.max_nodes,
+                          kubernetes_versions=tuple(args.kubernetes or (DEFAULT_KUBERNETES_VERSION,)))
     info = lifecycle.status(state)
     print(f"sandbox up in {report.timings['total']:.1f} s "
           f"({', '.join(f'{k} {v:.1f} s' for k, v in report.timings.items() if k != 'total')})")

@@ -35,8 +35,9 @@ log = logging.getLogger("groundup.sandbox.controller")
 
 LIVE = ("pending", "running")
 KEPT = ("stopping", "stopped")
-MB_PER_NODE = 64
-"""An idle node takes about 12 MiB; a bootstrapped master (etcd, placeholders) some tens more."""
+MB_PER_NODE = 400
+"""An idle node takes about 12 MiB; a master running etcd and the real control plane some hundreds more
+(kube-apiserver alone is the largest), a worker with containerd, kubelet and kube-proxy about 150 MiB."""
 MAX_NODES = 250
 HOST_HOSTS = Path("/etc/hosts")
 
@@ -297,6 +298,7 @@ class Controller:
 
         def stop() -> None:
             nodes.stop(node.pid)
+            nodes.remove_node_cgroups(node.name)
             with self.lock:
                 node.state, node.pid, node.ready_at = "stopped", None, None
             log.info("instance %s (%s) stopped: node %s down, disk kept", node.instance_id, ip, node.name)
@@ -310,6 +312,7 @@ class Controller:
 
         def terminate() -> None:
             nodes.stop(node.pid)
+            nodes.remove_node_cgroups(node.name)
             nodes.discard_disk(self.state, node.name)
             netns.remove_node_network(node.name, ip)
             netns.forget_neighbour(ip, self._other_namespaces(ip))

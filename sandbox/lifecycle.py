@@ -21,6 +21,7 @@ from pathlib import Path
 from ipaddress import IPv4Address, IPv4Network
 
 from groundup.releases import MIRROR_INDEX
+from groundup.versions import DEFAULT_KUBERNETES_VERSION
 from sandbox import netns, nodes, prefect_server, rootfs
 from sandbox.controller import (load_balancer_status_path, machine_capacity, nodes_path, open_load_balancers,
                                 read_nodes)
@@ -153,7 +154,8 @@ def _port(preferred: int, recorded: int | None) -> int:
 
 
 def up(state: Path, subnet: IPv4Network = netns.DEFAULT_SUBNET, regions: tuple[str, ...] = DEFAULT_REGIONS,
-       with_prefect: bool = True, max_nodes: int | None = None, out=print) -> UpReport:
+       with_prefect: bool = True, max_nodes: int | None = None, out=print,
+       kubernetes_versions: tuple[str, ...] = (DEFAULT_KUBERNETES_VERSION,)) -> UpReport:
     """Bring the sandbox up (idempotent): bridge, moto, mirror, controller, Prefect server and worker.
 
     No cluster is named: the controller boots a node for every instance launched in `subnet`.
@@ -198,7 +200,7 @@ def up(state: Path, subnet: IPv4Network = netns.DEFAULT_SUBNET, regions: tuple[s
     report.timings["moto"] = time.monotonic() - t
 
     t = time.monotonic()
-    ensure_mirror(state, record, env, logs, bridge_ip, out)
+    ensure_mirror(state, record, env, logs, bridge_ip, out, kubernetes_versions)
     report.timings["mirror"] = time.monotonic() - t
 
     _restart_controller(state, record, env, logs)
@@ -233,14 +235,24 @@ def mirror_root(state: Path) -> Path:
     return state / "mirror"
 
 
-def ensure_mirror(state: Path, record: dict, env: dict[str, str], logs: Path, bridge_ip, out=print) -> None:
+def ensure_mirror(state: Path, record: dict, env: dict[str, str], logs: Path, bridge_ip, out=print,
+                  kubernetes_versions: tuple[str, ...] = (DEFAULT_KUBERNETES_VERSION,)) -> None:
     """Build (or refresh) the release mirror and serve it on the bridge at MIRROR_PORT."""
     from sandbox import mirror
 
     current = record.get("mirror") or {}
     url = f"http://{bridge_ip}:{MIRROR_PORT}"
+    started = time.monotonic()
     with open(logs / "mirror-build.log", "a") as build_log:
-        mirror.build_mirror(mirror_root(state), log=lambda line: print(line, file=build_log, flush=True))
+        def progress(line: str) -> None:
+            print(line, file=build_log, flush=True)
+            out(f"  [{time.monotonic() - started:5.0f} s] {line}")
+        try:
+            result = mirror.build_mirror(mirror_root(state), log=progress, kubernetes_versions=kubernetes_versions)
+        except (mirror.MirrorError, RuntimeError, ValueError) as exc:
+            raise SandboxError(f"the release mirror cannot be filled: {exc}") from exc
+    out(f"release mirror: {len(result['unchanged'])} releases cached, {len(result['built'])} built or fetched "
+        f"({result['seconds']:.0f} s)")
     if pid_alive(current.get("pid")) and current.get("url") == url and _http_ok(url + "/" + MIRROR_INDEX):
         return
     prefect_server.stop_group(current.get("pid"))
@@ -337,6 +349,7 @@ def down(state: Path, purge: bool = False, out=print) -> dict[str, list]:
         except ProcessLookupError:
             pass
     nodes.unmount_all(state)
+    nodes.remove_node_cgroups()
     netns.remove_everything(record.get("bridge", netns.BRIDGE))
     if not nodes.sandbox_mounts(state):
         nodes.remove_node_dirs(state)

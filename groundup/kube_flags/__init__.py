@@ -1,50 +1,25 @@
 """The real Kubernetes components' command-line flags, per minor version, as data.
 
-`<minor>.json` beside this module lists, per component, every flag upstream's reference docs give
-for that minor (and which of them take no value). The bootstrap renderer's tests check rendered
-units against it; the sandbox's placeholders embed it and reject any other flag, as cobra does.
-Pure: no Prefect, stdlib only.
+`<minor>.json` beside this module lists, per component, every flag the real binary of that minor
+prints in its `--help`, written by `scripts/kube_flags.py` from the binaries the release builder made.
+The bootstrap renderer's tests check rendered units against it, so a flag a newer minor removed is
+caught before any node runs it. Pure: no Prefect, stdlib only.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 _MINOR = re.compile(r"^v?(\d+)\.(\d+)(?:\.\d+.*)?$")
+_HELP_FLAG = re.compile(r"^\s+(?:-[A-Za-z], )?--([A-Za-z0-9][A-Za-z0-9_-]*)")
 
 
 class UnknownKubernetesVersion(ValueError):
     """No flag data for this Kubernetes minor version."""
-
-
-@dataclass(frozen=True)
-class FlagSet:
-    """One component's flags for one minor: names normalised to dashes, without the leading `--`."""
-
-    component: str
-    minor: str
-    flags: frozenset[str]
-    bool_flags: frozenset[str]
-    shorthands: tuple[tuple[str, str], ...]
-    optional_values: tuple[tuple[str, str], ...]
-    source: str
-
-    def to_json(self) -> dict:
-        """The form the placeholders embed."""
-        return {
-            "component": self.component,
-            "minor": self.minor,
-            "flags": sorted(self.flags),
-            "bool_flags": sorted(self.bool_flags),
-            "shorthands": dict(self.shorthands),
-            "optional_values": dict(self.optional_values),
-            "source": self.source,
-        }
 
 
 def normalize_flag(name: str) -> str:
@@ -53,11 +28,16 @@ def normalize_flag(name: str) -> str:
 
 
 def kubernetes_minor(version: str) -> str:
-    """`1.32.3`, `v1.32.3` or `1.32` -> `1.32`."""
+    """`1.37.2`, `v1.37.2` or `1.37` -> `1.37`."""
     match = _MINOR.match(version.strip())
     if not match:
-        raise UnknownKubernetesVersion(f"{version!r} is not a Kubernetes version like 1.32.3")
+        raise UnknownKubernetesVersion(f"{version!r} is not a Kubernetes version like 1.37.2")
     return f"{match.group(1)}.{match.group(2)}"
+
+
+def flags_in_help(text: str) -> list[str]:
+    """Every flag a cobra/pflag `--help` lists (`  -v, --v Level ...`, `      --config string ...`)."""
+    return sorted({normalize_flag(m.group(1)) for line in text.splitlines() if (m := _HELP_FLAG.match(line))})
 
 
 def available_minors() -> list[str]:
@@ -72,28 +52,16 @@ def _load(minor: str) -> dict:
     if not path.is_file():
         raise UnknownKubernetesVersion(
             f"no flag data for Kubernetes {minor} (have: {', '.join(available_minors())}); "
-            f"add groundup/kube_flags/{minor}.json from that release's reference docs"
-        )
+            f"run scripts/kube_flags.py with that release's binaries")
     return json.loads(path.read_text())
-
-
-def flag_set(component: str, version: str) -> FlagSet:
-    """The component's flags for the minor of `version`; raises for an unknown component or minor."""
-    if component not in COMPONENTS:
-        raise ValueError(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
-    minor = kubernetes_minor(version)
-    entry = _load(minor)["components"][component]
-    return FlagSet(
-        component=component,
-        minor=minor,
-        flags=frozenset(normalize_flag(f) for f in entry["flags"]),
-        bool_flags=frozenset(normalize_flag(f) for f in entry["bool_flags"]),
-        shorthands=tuple(sorted(entry.get("shorthands", {}).items())),
-        optional_values=tuple(sorted(entry.get("optional_value_flags", {}).items())),
-        source=entry["source"],
-    )
 
 
 def known_flags(component: str, version: str) -> frozenset[str]:
     """Every flag name (dashes, no `--`) the real component of that minor accepts."""
-    return flag_set(component, version).flags
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
+    return frozenset(_load(kubernetes_minor(version))["components"][component]["flags"])
+
+
+def source(component: str, version: str) -> str:
+    return _load(kubernetes_minor(version))["components"][component]["source"]

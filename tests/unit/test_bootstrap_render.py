@@ -23,7 +23,7 @@ SPEC = ClusterSpec(
     name="render-test", region="eu-west-1", vpc_cidr=IPv4Network("10.0.0.0/16"), subnet_cidr=IPv4Network("10.0.1.0/24"),
     master_count=3, worker_count=2, pod_cidr=IPv4Network("10.200.0.0/16"),
     worker_pod_cidrs=[IPv4Network("10.200.7.0/24"), IPv4Network("10.200.9.0/24")],
-    service_cidr=IPv4Network("10.96.0.0/24"), cluster_domain="k8s.example", coredns_version="1.11.3",
+    service_cidr=IPv4Network("10.96.0.0/24"), cluster_domain="k8s.example", coredns_version="1.13.1",
 )
 MASTER, WORKER = SPEC.masters[1], SPEC.workers[1]
 

@@ -33,30 +33,33 @@ def by_artifact(manifest: dict) -> dict[str, dict]:
 
 # Upstream's published addresses for the default spec's versions (the contract in docs/node-layout.md).
 UPSTREAM_MASTER = {
-    "etcd": ("https://github.com/etcd-io/etcd/releases/download/v3.5.17/etcd-v3.5.17-linux-amd64.tar.gz",
-             "https://github.com/etcd-io/etcd/releases/download/v3.5.17/SHA256SUMS", "sha256sum"),
-    "kube-apiserver": ("https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kube-apiserver",
-                       "https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kube-apiserver.sha256", "hex"),
-    "kube-controller-manager": ("https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kube-controller-manager",
-                                "https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kube-controller-manager.sha256",
+    "etcd": ("https://github.com/etcd-io/etcd/releases/download/v3.7.4/etcd-v3.7.4-linux-amd64.tar.gz",
+             "https://github.com/etcd-io/etcd/releases/download/v3.7.4/SHA256SUMS", "sha256sum"),
+    "kube-apiserver": ("https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kube-apiserver",
+                       "https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kube-apiserver.sha256", "hex"),
+    "kube-controller-manager": ("https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kube-controller-manager",
+                                "https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kube-controller-manager.sha256",
                                 "hex"),
-    "kube-scheduler": ("https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kube-scheduler",
-                       "https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kube-scheduler.sha256", "hex"),
+    "kube-scheduler": ("https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kube-scheduler",
+                       "https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kube-scheduler.sha256", "hex"),
 }
 UPSTREAM_WORKER = {
-    "containerd": ("https://github.com/containerd/containerd/releases/download/v2.0.4/containerd-2.0.4-linux-amd64.tar.gz",
-                   "https://github.com/containerd/containerd/releases/download/v2.0.4/"
-                   "containerd-2.0.4-linux-amd64.tar.gz.sha256sum", "sha256sum"),
-    "runc": ("https://github.com/opencontainers/runc/releases/download/v1.2.6/runc.amd64",
-             "https://github.com/opencontainers/runc/releases/download/v1.2.6/runc.sha256sum", "sha256sum"),
-    "cni-plugins": ("https://github.com/containernetworking/plugins/releases/download/v1.6.2/"
-                    "cni-plugins-linux-amd64-v1.6.2.tgz",
-                    "https://github.com/containernetworking/plugins/releases/download/v1.6.2/"
-                    "cni-plugins-linux-amd64-v1.6.2.tgz.sha256", "sha256sum"),
-    "kubelet": ("https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kubelet",
-                "https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kubelet.sha256", "hex"),
-    "kube-proxy": ("https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kube-proxy",
-                   "https://dl.k8s.io/release/v1.32.3/bin/linux/amd64/kube-proxy.sha256", "hex"),
+    "containerd": ("https://github.com/containerd/containerd/releases/download/v2.4.2/containerd-2.4.2-linux-amd64.tar.gz",
+                   "https://github.com/containerd/containerd/releases/download/v2.4.2/"
+                   "containerd-2.4.2-linux-amd64.tar.gz.sha256sum", "sha256sum"),
+    "runc": ("https://github.com/opencontainers/runc/releases/download/v1.5.2/runc.amd64",
+             "https://github.com/opencontainers/runc/releases/download/v1.5.2/runc.sha256sum", "sha256sum"),
+    "cni-plugins": ("https://github.com/containernetworking/plugins/releases/download/v1.9.1/"
+                    "cni-plugins-linux-amd64-v1.9.1.tgz",
+                    "https://github.com/containernetworking/plugins/releases/download/v1.9.1/"
+                    "cni-plugins-linux-amd64-v1.9.1.tgz.sha256", "sha256sum"),
+    "crictl": ("https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.37.0/crictl-v1.37.0-linux-amd64.tar.gz",
+               "https://github.com/kubernetes-sigs/cri-tools/releases/download/v1.37.0/"
+               "crictl-v1.37.0-linux-amd64.tar.gz.sha256", "hex"),
+    "kubelet": ("https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubelet",
+                "https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kubelet.sha256", "hex"),
+    "kube-proxy": ("https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kube-proxy",
+                   "https://dl.k8s.io/release/v1.37.2/bin/linux/amd64/kube-proxy.sha256", "hex"),
 }
 
 
@@ -88,12 +91,12 @@ def test_release_url_keeps_a_mirror_base_path():
 
 
 def test_versions_follow_the_spec():
-    spec = ClusterSpec(kubernetes_version="1.31.7", etcd_version="3.5.21", containerd_version="1.7.27",
-                       runc_version="1.1.15", cni_plugins_version="1.5.1")
+    spec = ClusterSpec(kubernetes_version="1.36.1", etcd_version="3.6.16", containerd_version="2.3.5",
+                       runc_version="1.4.4", cni_plugins_version="1.8.0", crictl_version="1.36.0")
     versions = {r.artifact: r.version for role in Role for r in role_releases(spec, role)}
-    assert versions == {"etcd": "3.5.21", "kube-apiserver": "1.31.7", "kube-controller-manager": "1.31.7",
-                        "kube-scheduler": "1.31.7", "kubelet": "1.31.7", "kube-proxy": "1.31.7",
-                        "containerd": "1.7.27", "runc": "1.1.15", "cni-plugins": "1.5.1"}
+    assert versions == {"etcd": "3.6.16", "kube-apiserver": "1.36.1", "kube-controller-manager": "1.36.1",
+                        "kube-scheduler": "1.36.1", "kubelet": "1.36.1", "kube-proxy": "1.36.1",
+                        "containerd": "2.3.5", "runc": "1.4.4", "cni-plugins": "1.8.0", "crictl": "1.36.0"}
     for role in Role:
         for release in role_releases(spec, role):
             assert f"v{release.version}" in release.path
@@ -104,8 +107,9 @@ def test_installs_land_where_the_node_layout_says():
     master = by_artifact(node_release_manifest(spec, spec.masters[0]))
     worker = by_artifact(node_release_manifest(spec, spec.workers[0]))
     assert master["etcd"]["install"] == [
-        {"member": "etcd-v3.5.17-linux-amd64/etcd", "path": "/usr/local/bin/etcd", "mode": 0o755},
-        {"member": "etcd-v3.5.17-linux-amd64/etcdctl", "path": "/usr/local/bin/etcdctl", "mode": 0o755}]
+        {"member": "etcd-v3.7.4-linux-amd64/etcd", "path": "/usr/local/bin/etcd", "mode": 0o755},
+        {"member": "etcd-v3.7.4-linux-amd64/etcdctl", "path": "/usr/local/bin/etcdctl", "mode": 0o755},
+        {"member": "etcd-v3.7.4-linux-amd64/etcdutl", "path": "/usr/local/bin/etcdutl", "mode": 0o755}]
     for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
         assert master[component]["install"] == [{"member": "", "path": f"/usr/local/bin/{component}", "mode": 0o755}]
         assert master[component]["packing"] == "file"
@@ -153,10 +157,10 @@ def test_checksum_files_are_read_in_each_upstream_format(node_script):
     entries = {**by_artifact(master), **by_artifact(worker)}
     cases = {
         "kube-apiserver": digest + "\n",
-        "etcd": f"{other}  etcd-v3.5.17-darwin-amd64.zip\n{digest}  etcd-v3.5.17-linux-amd64.tar.gz\n",
+        "etcd": f"{other}  etcd-v3.7.4-darwin-amd64.zip\n{digest}  etcd-v3.7.4-linux-amd64.tar.gz\n",
         "runc": f"{other}  runc.arm64\n{digest} *runc.amd64\n{other}  runc.tar.xz\n",
-        "containerd": f"{digest}  containerd-2.0.4-linux-amd64.tar.gz\n",
-        "cni-plugins": f"{digest.upper()}  ./cni-plugins-linux-amd64-v1.6.2.tgz\n",
+        "containerd": f"{digest}  containerd-2.4.2-linux-amd64.tar.gz\n",
+        "cni-plugins": f"{digest.upper()}  ./cni-plugins-linux-amd64-v1.9.1.tgz\n",
     }
     for artifact, text in cases.items():
         assert node_script.expected_digest(text, entries[artifact]) == digest, artifact

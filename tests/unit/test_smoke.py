@@ -1,4 +1,4 @@
-"""Smoke checks judged from recorded command output: etcd, units, API clients, nodes, Secret, pods."""
+"""Smoke checks judged from recorded command output: etcd, units, the API, nodes, leases, Secret, pods."""
 
 from __future__ import annotations
 
@@ -119,29 +119,59 @@ def test_pings_to_every_peer_at_once_are_told_apart_by_address():
     assert "10.200.3.2" in smoke.ping_all_command(ips) and "ping -c 1 -W 1" in smoke.ping_all_command(ips)
 
 
-def test_node_clients_from_the_apiserver_journal():
-    journal = "\n".join([
-        "client CN=system:node:ip-10-240-0-20 O=system:nodes GET /api/v1/nodes/ip-10-240-0-20",
-        "client CN=system:node:ip-10-240-0-21 O=system:nodes GET /api/v1/nodes/ip-10-240-0-21",
-        "client CN=system:kube-proxy O=system:node-proxier GET /api/v1/services",
-        "serving on 0.0.0.0:6443",
-    ])
-    seen = smoke.parse_client_identities(journal)
-    check = smoke.judge_node_clients(SPEC, seen)
-    assert check.status is Status.failed and check.where is Where.placeholder
-    assert check.detail == "never seen by any API server: worker-2 kubelet (system:node:ip-10-240-0-22)"
-    seen.add("system:node:ip-10-240-0-22")
-    assert smoke.judge_node_clients(SPEC, seen).status is Status.passed
+def kube_node(name, ready, kubelet="v1.37.2", pod_cidr=None, message="kubelet is posting ready status"):
+    return {"metadata": {"name": name}, "spec": {"podCIDR": pod_cidr},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "message": message}],
+                       "nodeInfo": {"kubeletVersion": kubelet}}}
 
 
-def test_nodes_ready_from_kubectl_json():
-    def node(name, ready):
-        return {"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": ready}]}}
-
-    items = [node("ip-10-240-0-20", "True"), node("ip-10-240-0-21", "False")]
+def test_nodes_ready_at_the_spec_version_with_their_pod_cidr_from_kubectl_json():
+    items = [kube_node("ip-10-240-0-20", "True", pod_cidr="10.200.0.0/24"),
+             kube_node("ip-10-240-0-21", "False", pod_cidr="10.200.1.0/24", message="container runtime network not ready")]
     check = smoke.judge_nodes_ready(SPEC, json.dumps({"items": items}))
-    assert check.status is Status.failed
-    assert check.detail == "worker-1 not Ready; worker-2 (ip-10-240-0-22) not registered"
+    assert check.status is Status.failed and check.where is Where.real
+    assert check.detail == ("worker-1 not Ready (container runtime network not ready); "
+                            "worker-2 (ip-10-240-0-22) not registered")
+    items = [kube_node(f"ip-10-240-0-2{i}", "True", pod_cidr=f"10.200.{i}.0/24") for i in range(3)]
+    assert smoke.judge_nodes_ready(SPEC, json.dumps({"items": items})).status is Status.passed
+    items[1] = kube_node("ip-10-240-0-21", "True", kubelet="v1.36.3", pod_cidr="10.200.9.0/24")
+    detail = smoke.judge_nodes_ready(SPEC, json.dumps({"items": items})).detail
+    assert detail == "worker-1 runs kubelet v1.36.3, not v1.37.2; worker-1 podCIDR 10.200.9.0/24, spec says 10.200.1.0/24"
+
+
+READYZ = "[+]ping ok\n[+]log ok\n[+]etcd ok\n[+]poststarthook/rbac/bootstrap-roles ok\nreadyz check passed\n"
+
+
+def test_api_livez_readyz_and_version_through_the_load_balancer():
+    checks = smoke.judge_api(SPEC, "ok", READYZ, {"gitVersion": "v1.37.2"})
+    assert [c.status for c in checks] == [Status.passed] * 3
+    assert checks[1].detail == "4 checks ok"
+    failing = READYZ.replace("[+]etcd ok", "[-]etcd failed: reason withheld").replace("readyz check passed",
+                                                                                     "readyz check failed")
+    checks = smoke.judge_api(SPEC, "ok", failing, {"gitVersion": "v1.36.3"})
+    assert checks[1].status is Status.failed and checks[1].detail == "[-]etcd failed: reason withheld"
+    assert checks[2].detail == "v1.36.3, wanted v1.37.2"
+
+
+def test_leader_leases_are_held_by_masters():
+    def lease(name, holder):
+        return {"metadata": {"name": name}, "spec": {"holderIdentity": holder}}
+
+    leases = {"items": [lease("kube-controller-manager", "ip-10-240-0-11_3f2a"), lease("kube-scheduler", "ip-10-240-0-10_77")]}
+    check = smoke.judge_leader_leases(SPEC, json.dumps(leases))
+    assert check.status is Status.passed and check.detail == "kube-controller-manager: master-1, kube-scheduler: master-0"
+    leases["items"].pop()
+    check = smoke.judge_leader_leases(SPEC, json.dumps(leases))
+    assert check.status is Status.failed and check.detail == "kube-scheduler: held by nobody"
+    assert smoke.judge_leader_leases(SPEC, "").status is Status.failed
+
+
+def test_kube_proxy_health_and_kubelet_rbac_name_what_is_missing():
+    check = smoke.judge_kube_proxies(SPEC, {"worker-0": "200", "worker-1": "503"})
+    assert check.status is Status.failed and check.detail == "worker-1: 503; worker-2: not checked"
+    assert smoke.judge_kube_proxies(SPEC, {f"worker-{i}": "200" for i in range(3)}).status is Status.passed
+    check = smoke.judge_kubelet_rbac({"ClusterRole a": True, "ClusterRoleBinding b": False})
+    assert check.status is Status.failed and check.detail == "missing: ClusterRoleBinding b"
 
 
 def test_secret_stored_encrypted_as_etcdctl_prints_it():
@@ -161,16 +191,11 @@ def test_pod_ip_and_ping_from_busybox_output():
                             "1 packets transmitted, 1 packets received, 0% packet loss")
 
 
-def test_placeholder_detected_from_version():
-    assert smoke.is_placeholder_version({"gitVersion": "v1.32.3", "placeholder": True})
-    assert not smoke.is_placeholder_version({"gitVersion": "v1.32.3", "platform": "linux/amd64"})
-
-
 def test_report_names_where_each_check_ran():
     checks = [smoke.passed("etcd", Where.real), smoke.failed("units", Where.real, "master-0: etcd is failed/failed"),
-              smoke.not_run("nodes Ready", Where.aws, "placeholder")]
+              smoke.not_run("DNS", Where.real, "smoke_workloads is off")]
     report = smoke.report_markdown(SPEC, checks, "https://lb:6443")
     assert report.startswith("# Smoke test of `smoke`: FAILED")
     assert "| units | real | failed | master-0: etcd is failed/failed |" in report
-    assert "| nodes Ready | needs AWS | not run | placeholder |" in report
+    assert "| DNS | real | not run | smoke_workloads is off |" in report
     assert [c.name for c in smoke.failures(checks)] == ["units"]
