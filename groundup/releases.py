@@ -124,8 +124,7 @@ def etcd_release(version: str) -> Release:
     top = f"etcd-v{version}-linux-{ARCH}"
     base = f"etcd-io/etcd/releases/download/v{version}"
     return Release("etcd", version, "etcd_version", "github.com", f"{base}/{top}.tar.gz", f"{base}/SHA256SUMS",
-                   SHA256SUM, TAR_GZ, tuple(Install(f"{top}/{name}", f"{BIN}/{name}")
-                                            for name in ("etcd", "etcdctl", "etcdutl")))
+                   SHA256SUM, TAR_GZ, (Install(f"{top}/etcd", f"{BIN}/etcd"), Install(f"{top}/etcdctl", f"{BIN}/etcdctl")))
 
 
 def containerd_release(version: str) -> Release:

@@ -138,6 +138,10 @@ def _archive_members(release: Release, binaries: dict[str, Path]) -> tuple[list[
             if top and top not in directories:
                 directories.append(top)
             members.append((rule.member, binaries[name]))
+    placed = {path for _, path in members}
+    extra = sorted(name for name, path in binaries.items() if path not in placed)
+    if extra and directories and not any(r.is_directory for r in release.installs):
+        members += [(f"{directories[0]}{name}", binaries[name]) for name in extra]  # etcdutl beside etcd, as upstream
     return members, directories
 
 

@@ -300,6 +300,13 @@ class ReleaseBuilder:
         return stamps
 
 
+def cached_build(component: str, version: str, cache: Path | None = None) -> Path | None:
+    """The newest finished build of `component` `version` in the cache, whatever its key (no Go, no network)."""
+    found = sorted((cache or cache_root()).glob(f"out/{component}/{version}/*/build.json"),
+                   key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
+
+
 def _default_name(package: str) -> str:
     """The file name `go install` gives a main package: its last element, a /vN suffix dropped."""
     parts = package.split("/")

@@ -10,7 +10,7 @@ from groundup.bootstrap.layout import (CNI_BIN_DIR, CNI_BRIDGE_CONF, CNI_CONF_DI
 from groundup.bootstrap.render import to_json, to_toml, to_yaml
 from groundup.bootstrap.units import Unit, quote
 from groundup.spec import ClusterSpec, Node
-from groundup.versions import kubernetes_line
+from groundup.versions import kubernetes_line, parse
 
 DOCS = "https://github.com/kubernetes/kubernetes"
 CNI_VERSION = "1.0.0"
@@ -60,9 +60,15 @@ def node_prep_unit() -> Unit:
     )
 
 
+def containerd_config_version(containerd_version: str) -> int:
+    """The config version the spec's containerd reads without migrating it: 4 from 2.3 on, 3 before."""
+    return 4 if parse(containerd_version)[:2] >= (2, 3) else 3
+
+
 def containerd_config(spec: ClusterSpec) -> bytes:
-    """Config version 3 (containerd 2.x): runc with the systemd cgroup driver, the CNI bridge, and the pause
-    image the spec's Kubernetes release names. Files in CONTAINERD_DROP_INS are merged over it (none on AWS)."""
+    """containerd 2.x's own config version: runc with the systemd cgroup driver, the CNI bridge, and the
+    pause image the spec's Kubernetes release names. Files in CONTAINERD_DROP_INS are merged over it
+    (none on AWS)."""
     runtime = {
         "containerd": {
             "default_runtime_name": "runc",
@@ -71,10 +77,10 @@ def containerd_config(spec: ClusterSpec) -> bytes:
                 "options": {"SystemdCgroup": True, "BinaryName": RUNC},
             }},
         },
-        "cni": {"bin_dir": CNI_BIN_DIR, "conf_dir": CNI_CONF_DIR},
+        "cni": {"bin_dirs": [CNI_BIN_DIR], "conf_dir": CNI_CONF_DIR},
     }
     images = {"snapshotter": "overlayfs", "pinned_images": {"sandbox": pause_image(spec)}}
-    return to_toml({"version": 3, "imports": [f"{CONTAINERD_DROP_INS}/*.toml"],
+    return to_toml({"version": containerd_config_version(spec.containerd_version), "imports": [f"{CONTAINERD_DROP_INS}/*.toml"],
                     "plugins": {"io.containerd.cri.v1.runtime": runtime, "io.containerd.cri.v1.images": images}})
 
 

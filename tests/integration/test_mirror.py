@@ -229,7 +229,7 @@ def test_master_gets_etcd_and_the_control_plane(installed):
     assert code == 0, err
     assert summary["downloaded"] == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
     bin_dir = root / "usr/local/bin"
-    assert sorted(p.name for p in bin_dir.iterdir()) == ["etcd", "etcdctl", "etcdutl", "kube-apiserver",
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["etcd", "etcdctl", "kube-apiserver",
                                                          "kube-controller-manager", "kube-scheduler"]
     assert all(mode(p) == 0o755 for p in bin_dir.iterdir())
     assert "etcd Version: 3.7.4" in run(bin_dir / "etcd", "--version")

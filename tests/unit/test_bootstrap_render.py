@@ -216,16 +216,28 @@ def test_kube_proxy_config_uses_iptables_for_the_cluster_pod_range():
     assert cfg["clusterCIDR"] == str(SPEC.pod_cidr)
 
 
-def test_containerd_config_is_version_2_with_runc_under_the_systemd_cgroup_driver():
+def test_containerd_config_is_its_own_version_with_runc_under_the_systemd_cgroup_driver():
     cfg = tomllib.loads(plan_of(WORKER).file("/etc/containerd/config.toml").data.decode())
-    cri = cfg["plugins"]["io.containerd.grpc.v1.cri"]
+    cri = cfg["plugins"]["io.containerd.cri.v1.runtime"]
     runc = cri["containerd"]["runtimes"]["runc"]
     runc_install = next(i.path for r in role_releases(SPEC, Role.worker) if r.artifact == "runc" for i in r.installs)
-    assert cfg["version"] == 2
+    assert cfg["version"] == 4 and cfg["imports"] == ["/etc/containerd/conf.d/*.toml"]
     assert cri["containerd"]["default_runtime_name"] == "runc"
     assert runc["runtime_type"] == "io.containerd.runc.v2"
     assert runc["options"] == {"SystemdCgroup": True, "BinaryName": runc_install}
-    assert cri["cni"] == {"bin_dir": "/opt/cni/bin", "conf_dir": "/etc/cni/net.d"}
+    assert cri["cni"] == {"bin_dirs": ["/opt/cni/bin"], "conf_dir": "/etc/cni/net.d"}
+    assert cfg["plugins"]["io.containerd.cri.v1.images"]["pinned_images"] == {"sandbox": "registry.k8s.io/pause:3.10.2"}
+
+
+@pytest.mark.parametrize(("kubernetes", "containerd", "config_version", "pause"),
+                         [("1.37.2", "2.4.2", 4, "3.10.2"), ("1.36.3", "2.3.7", 4, "3.10.2"),
+                          ("1.35.4", "2.2.9", 3, "3.10.1")])
+def test_each_supported_minor_gets_its_containerds_config_version_and_its_pause_image(kubernetes, containerd,
+                                                                                      config_version, pause):
+    spec = SPEC.model_copy(update={"kubernetes_version": kubernetes, "containerd_version": containerd})
+    cfg = tomllib.loads(node_plan(spec, spec.workers[0], API).file("/etc/containerd/config.toml").data.decode())
+    assert cfg["version"] == config_version
+    assert cfg["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == f"registry.k8s.io/pause:{pause}"
 
 
 @pytest.mark.parametrize("worker", SPEC.workers, ids=lambda w: w.short_name)
@@ -335,6 +347,7 @@ def test_every_path_a_unit_or_its_config_names_is_an_input_a_created_dir_or_made
                 if data.get("kind") != "Policy":
                     named |= named_paths(data)
         allowed = unit.inputs | created | plan.made_on_node.keys() | installed_dirs | config_dirs
+        named = {p.rsplit("/", 1)[0] if "*" in p else p for p in named}  # a drop-in glob names its directory
         assert named <= allowed, f"{unit.name} names {sorted(named - allowed)}"
 
 

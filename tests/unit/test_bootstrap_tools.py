@@ -1,5 +1,6 @@
-"""What the bootstrap renders, checked by the real tools that read it: systemd-analyze, containerd,
-etcd, the CNI plugins and kubectl (offline)."""
+"""What the bootstrap renders, checked by the real tools that read it: systemd-analyze, and the spec's
+own releases of containerd, etcd and the CNI plugins (from the release builder's cache) and kubectl
+(offline)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,17 @@ def tool(name: str) -> str:
     if not path:
         pytest.skip(f"{name} is not installed (Debian 12 package: see `make deps`)")
     return path
+
+
+def release(component: str, version: str, binary: str) -> str:
+    """A binary of the spec's own upstream release, as the release builder made it (`sandbox up` builds it)."""
+    from sandbox.release_builder import cached_build
+
+    built = cached_build(component, version)
+    if built is None:
+        pytest.skip(f"{component} {version} is not built yet: python -m sandbox.release_builder build "
+                    f"{component} {version}")
+    return str(built / binary)
 
 
 def unit_files(node) -> dict[str, bytes]:
@@ -85,19 +97,24 @@ def test_systemd_analyze_reports_a_unit_whose_binary_is_missing(fakeroot):
 
 
 def test_containerd_reads_the_config_with_systemd_cgroups_and_the_cni_dirs(tmp_path):
-    containerd = tool("containerd")
+    containerd = release("containerd", SPEC.containerd_version, "containerd")
     config = tmp_path / "config.toml"
     config.write_bytes(node_plan(SPEC, SPEC.workers[0], API).file("/etc/containerd/config.toml").data)
     run = subprocess.run([containerd, "--config", str(config), "config", "dump"], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 0, run.stderr
-    merged = tomllib.loads(run.stdout)["plugins"]["io.containerd.grpc.v1.cri"]
-    assert merged["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
-    assert (merged["cni"]["bin_dir"], merged["cni"]["conf_dir"]) == ("/opt/cni/bin", "/etc/cni/net.d")
+    merged = tomllib.loads(run.stdout)
+    runtime = merged["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    assert runtime["containerd"]["runtimes"]["runc"]["options"]["BinaryName"] == "/usr/local/sbin/runc"
+    assert (runtime["cni"]["bin_dirs"], runtime["cni"]["conf_dir"]) == (["/opt/cni/bin"], "/etc/cni/net.d")
+    images = merged["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"]["sandbox"] == "registry.k8s.io/pause:3.10.2"
+    assert merged["version"] == 4 and "level=warning" not in run.stderr, run.stderr
 
 
 def test_every_etcd_flag_is_one_real_etcd_accepts():
-    etcd = tool("etcd")
+    etcd = release("etcd", SPEC.etcd_version, "etcd")
     shown = subprocess.run([etcd, "--help"], capture_output=True, text=True, timeout=30)
     accepted = set(re.findall(r"^\s+--([a-z0-9-]+)", shown.stdout + shown.stderr, re.MULTILINE))
     text = node_plan(SPEC, SPEC.masters[0], API).unit_file("etcd").data.decode().replace("\\\n", " ")
@@ -106,11 +123,9 @@ def test_every_etcd_flag_is_one_real_etcd_accepts():
 
 
 @pytest.mark.parametrize("plugin", ["bridge", "loopback"])
-def test_cni_version_is_one_the_installed_plugins_support(plugin):
-    binary = Path("/usr/lib/cni") / plugin
-    if not binary.exists():
-        pytest.skip("Debian's containernetworking-plugins is not installed")
-    run = subprocess.run([str(binary)], env={"CNI_COMMAND": "VERSION"}, input="{}", capture_output=True, text=True,
+def test_cni_version_is_one_the_spec_plugins_support(plugin):
+    binary = release("cni-plugins", SPEC.cni_plugins_version, plugin)
+    run = subprocess.run([binary], env={"CNI_COMMAND": "VERSION"}, input="{}", capture_output=True, text=True,
                          timeout=30)
     supported = json.loads(run.stdout)["supportedVersions"]
     conf = "10-bridge.conf" if plugin == "bridge" else "99-loopback.conf"

@@ -421,7 +421,7 @@ def test_a_directory_rule_installs_the_executables_directly_inside_the_last_of_e
     assert code == 0, worker.err
     assert sorted(summary["installed"]) == sorted([
         "/usr/local/bin/containerd", "/usr/local/bin/ctr", "/opt/cni/bin/bridge", "/opt/cni/bin/loopback",
-        "/usr/local/sbin/runc", "/usr/local/bin/kubelet", "/usr/local/bin/kube-proxy"])
+        "/usr/local/sbin/runc", "/usr/local/bin/crictl", "/usr/local/bin/kubelet", "/usr/local/bin/kube-proxy"])
     assert worker.path("/usr/local/bin/ctr").read_bytes() == b"new ctr"
     assert worker.path("/opt/cni/bin/bridge").stat().st_mode & 0o7777 == 0o755
     assert set(summary["digests"]) == set(summary["installed"])

@@ -108,8 +108,7 @@ def test_installs_land_where_the_node_layout_says():
     worker = by_artifact(node_release_manifest(spec, spec.workers[0]))
     assert master["etcd"]["install"] == [
         {"member": "etcd-v3.7.4-linux-amd64/etcd", "path": "/usr/local/bin/etcd", "mode": 0o755},
-        {"member": "etcd-v3.7.4-linux-amd64/etcdctl", "path": "/usr/local/bin/etcdctl", "mode": 0o755},
-        {"member": "etcd-v3.7.4-linux-amd64/etcdutl", "path": "/usr/local/bin/etcdutl", "mode": 0o755}]
+        {"member": "etcd-v3.7.4-linux-amd64/etcdctl", "path": "/usr/local/bin/etcdctl", "mode": 0o755}]
     for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
         assert master[component]["install"] == [{"member": "", "path": f"/usr/local/bin/{component}", "mode": 0o755}]
         assert master[component]["packing"] == "file"
@@ -170,7 +169,7 @@ def test_a_checksum_file_without_the_artifact_names_both(node_script):
     spec = ClusterSpec()
     entry = _entry(node_release_manifest(spec, spec.workers[0]), "runc")
     text = f"{hashlib.sha256(b'x').hexdigest()}  runc.arm64\n"
-    with pytest.raises(node_script.Failure, match=r"runc 1\.2\.6: .*runc\.sha256sum lists no checksum for runc\.amd64"):
+    with pytest.raises(node_script.Failure, match=r"runc 1\.5\.2: .*runc\.sha256sum lists no checksum for runc\.amd64"):
         node_script.expected_digest(text, entry)
     with pytest.raises(node_script.Failure, match="holds no sha256 digest"):
         node_script.expected_digest("<html>not found</html>", _entry(node_release_manifest(spec, spec.masters[0]),
@@ -178,8 +177,8 @@ def test_a_checksum_file_without_the_artifact_names_both(node_script):
 
 
 def test_a_missing_upstream_release_names_its_url_and_spec_field(node_script):
-    spec = ClusterSpec(etcd_version="3.5.99")
+    spec = ClusterSpec(etcd_version="3.6.99")
     manifest = node_release_manifest(spec, spec.masters[0])
     entry = _entry(manifest, "etcd")
     message = str(node_script.not_found(manifest, entry, entry["url"]))
-    assert entry["url"] in message and "etcd 3.5.99" in message and "etcd_version" in message
+    assert entry["url"] in message and "etcd 3.6.99" in message and "etcd_version" in message
