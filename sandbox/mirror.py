@@ -277,7 +277,7 @@ def _build_note(out: Path) -> str:
         stamp = json.loads((out / "build.json").read_text())
     except (OSError, ValueError):
         return f"built by groundup's release builder ({out})"
-    return f"built from {', '.join(stamp.get('modules', []))} with go{stamp.get('go')} by groundup's release builder"
+    return f"built from {', '.join(dict.fromkeys(stamp.get('modules', [])))} with go{stamp.get('go')} by groundup's release builder"
 
 
 def _merge_index(root: Path, fresh: dict[str, dict]) -> dict[str, dict]:
