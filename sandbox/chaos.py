@@ -588,7 +588,7 @@ def case_unhealthy_target(bench: Bench, node: str = "master-1") -> Result:
     smoke = bench.groundup("smoke", str(bench.spec_path), through_proxy=False)
     check_no_traceback(result, smoke.stderr)
     report = smoke.stdout + smoke.stderr
-    through_nlb = [line.strip() for line in report.splitlines() if "healthz" in line.lower()]
+    through_nlb = [line.strip() for line in report.splitlines() if "livez" in line.lower()]
     result.notes.append("API through the NLB: " + (through_nlb[0][:150] if through_nlb else "no row"))
     named = [line.strip() for line in report.splitlines() if node in line and "kube-apiserver" in line]
     result.message = named[0][:200] if named else first_line_naming(failure_message(smoke.stderr))
@@ -603,6 +603,124 @@ def case_unhealthy_target(bench: Bench, node: str = "master-1") -> Result:
     return result
 
 
+class ApiProbe:
+    """kubectl through the NLB (admin kubeconfig) every `every` seconds in the background: each request's
+    time and whether it answered, so an outage's failed requests can be counted."""
+
+    def __init__(self, bench: Bench, args: tuple[str, ...] = ("get", "--raw", "/readyz"), every: float = 0.2) -> None:
+        from groundup.cluster_api import kubectl_path
+
+        self.kubeconfig = bench.workdir / "admin.kubeconfig"
+        made = bench.groundup("kubeconfig", str(bench.spec_path), "-o", str(self.kubeconfig), through_proxy=False)
+        if made.returncode != 0:
+            raise RuntimeError("groundup kubeconfig failed: " + made.stderr.strip()[-300:])
+        self.argv = [str(kubectl_path()), "--kubeconfig", str(self.kubeconfig), "--request-timeout=5s", *args]
+        self.every, self.started = every, time.monotonic()
+        self.results: list[tuple[float, bool, str]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="api-probe", daemon=True)
+
+    def __enter__(self) -> ApiProbe:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            at = time.monotonic() - self.started
+            done = subprocess.run(self.argv, capture_output=True, text=True, timeout=30)
+            self.results.append((at, done.returncode == 0, (done.stderr or done.stdout).strip()[-160:]))
+            self.stop.wait(self.every)
+
+    def failed_between(self, start: float, end: float) -> list[tuple[float, bool, str]]:
+        return [r for r in self.results if start <= r[0] < end and not r[1]]
+
+    def since(self, start: float) -> list[tuple[float, bool, str]]:
+        return [r for r in self.results if r[0] >= start]
+
+
+OUTAGE_S = 20.0
+"""How long a control-plane fault lasts while the API is probed through the NLB."""
+SETTLE_S = 8.0
+"""After this long into an outage, HAProxy's checks (1 s apart) have taken a dead API server out."""
+
+
+def case_apiserver_down(bench: Bench, node: str = "master-1") -> Result:
+    """kube-apiserver stopped on one master for OUTAGE_S while kubectl asks through the NLB every 0.2 s;
+    then started again and the smoke test run."""
+    result = Result("apiserver-down", f"kube-apiserver stopped on {node} for {OUTAGE_S:.0f} s, kubectl through the NLB")
+    built = bench.build(through_proxy=False)
+    if built.returncode != 0:
+        result.problems.append("build failed: " + first_line_naming(failure_message(built.stderr)))
+        return result
+    with ApiProbe(bench) as probe:
+        time.sleep(2.0)
+        stopped_at = time.monotonic() - probe.started
+        bench.node_exec(node, "systemctl", "stop", "kube-apiserver")
+        bench.note(f"kube-apiserver stopped on {node}")
+        time.sleep(OUTAGE_S)
+        started_at = time.monotonic() - probe.started
+        bench.node_exec(node, "systemctl", "start", "kube-apiserver")
+        bench.note(f"kube-apiserver started on {node}")
+        time.sleep(2.0)
+    during = [r for r in probe.results if stopped_at <= r[0] < started_at]
+    failed = probe.failed_between(stopped_at, started_at)
+    late = probe.failed_between(stopped_at + SETTLE_S, started_at)
+    result.notes.append(f"{len(failed)} of {len(during)} requests failed during the {OUTAGE_S:.0f} s outage"
+                        + (f" (first at +{failed[0][0] - stopped_at:.1f} s: {failed[0][2]})" if failed else ""))
+    result.message = f"{len(failed)} of {len(during)} requests through the NLB failed while {node}'s API server was down"
+    if len(during) < 10:
+        result.problems.append(f"only {len(during)} requests were made during the outage")
+    if late:
+        result.problems.append(f"{len(late)} requests failed more than {SETTLE_S:.0f} s into the outage: "
+                               "HAProxy's checks must have taken the dead API server out by then")
+    smoke = bench.groundup("smoke", str(bench.spec_path), through_proxy=False)
+    result.ending = "served throughout, smoke passed" if smoke.returncode == 0 and not late else "not served"
+    if smoke.returncode != 0:
+        result.problems.append("smoke must pass once the API server runs again: "
+                               + first_line_naming(failure_message(smoke.stderr)))
+    return result
+
+
+def case_etcd_member_down(bench: Bench, node: str = "master-2") -> Result:
+    """etcd stopped on one master: the API keeps serving reads and writes through the NLB (two of three
+    members are a quorum); started again, the smoke test passes."""
+    result = Result("etcd-member-down", f"etcd stopped on {node}; reads and writes through the NLB")
+    built = bench.build(through_proxy=False)
+    if built.returncode != 0:
+        result.problems.append("build failed: " + first_line_naming(failure_message(built.stderr)))
+        return result
+    probe = ApiProbe(bench)
+    kubectl = probe.argv[:-3]
+    bench.node_exec(node, "systemctl", "stop", "etcd")
+    bench.note(f"etcd stopped on {node}")
+    ok, failures = 0, []
+    for i in range(10):
+        write = subprocess.run([*kubectl, "create", "configmap", f"groundup-chaos-{i}", f"--from-literal=i={i}"],
+                               capture_output=True, text=True, timeout=30)
+        read = subprocess.run([*kubectl, "get", "configmap", f"groundup-chaos-{i}", "-o", "jsonpath={.data.i}"],
+                              capture_output=True, text=True, timeout=30)
+        if write.returncode == 0 and read.returncode == 0 and read.stdout.strip() == str(i):
+            ok += 1
+        else:
+            failures.append((write.stderr + read.stderr).strip()[-160:])
+    subprocess.run([*kubectl, "delete", "configmap", *(f"groundup-chaos-{i}" for i in range(10)),
+                    "--ignore-not-found"], capture_output=True, timeout=60)
+    bench.node_exec(node, "systemctl", "start", "etcd")
+    bench.note(f"etcd started on {node}")
+    result.message = f"{ok} of 10 writes read back with {node}'s etcd member down"
+    if failures:
+        result.problems.append(f"{len(failures)} writes or reads failed: {failures[0]}")
+    smoke = bench.groundup("smoke", str(bench.spec_path), through_proxy=False)
+    result.ending = "served, smoke passed" if smoke.returncode == 0 and not failures else "not served"
+    if smoke.returncode != 0:
+        result.problems.append("smoke must pass once etcd runs again: " + first_line_naming(failure_message(smoke.stderr)))
+    return result
+
+
 CASES: dict[str, Callable[[Bench], Result]] = {
     "throttling": case_throttling,
     "eventual-consistency": case_eventual_consistency,
@@ -614,6 +732,8 @@ CASES: dict[str, Callable[[Bench], Result]] = {
     "flow-run-killed": case_flow_run_killed,
     "teardown-killed": case_teardown_killed,
     "unhealthy-target": case_unhealthy_target,
+    "apiserver-down": case_apiserver_down,
+    "etcd-member-down": case_etcd_member_down,
 }
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the local sandbox needs (nodes, their network, the binaries bootstrap uploads);
-# installs only what is missing. The mirror is the host's own apt configuration.
+# Debian packages the local sandbox needs (nodes, their network, the load balancer) and what the release
+# builder needs beside Go (a C compiler and libseccomp's headers for runc's static build); installs only
+# what is missing. The mirror is the host's own apt configuration. The releases themselves are built
+# from their Go modules (sandbox/release_builder.py), not taken from Debian.
 set -euo pipefail
 packages=(
-  systemd-container mmdebstrap iproute2 openssh-client openssh-server
-  etcd-server etcd-client containerd runc containernetworking-plugins busybox-static haproxy curl
+  systemd-container mmdebstrap iproute2 openssh-client openssh-server busybox-static haproxy curl
+  gcc libc6-dev pkg-config libseccomp-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,6 +6,8 @@ through the load balancer.
 
 from __future__ import annotations
 
+import json
+
 from prefect import get_run_logger, task
 from prefect.futures import wait
 
@@ -74,7 +76,40 @@ def apply_cluster_addons(spec: ClusterSpec, api_endpoint: str) -> dict:
             raise RuntimeError(f"kubectl apply of {name} failed: {result.stderr.decode(errors='replace').strip()}")
         applied.append(name)
         logger.info("applied %s: %s", name, result.stdout.decode(errors="replace").strip().replace("\n", "; "))
-    return {"applied": applied, "not_applied": [], "server": version.get("gitVersion")}
+    assigned = register_pod_cidrs(spec, kubeconfig)
+    return {"applied": applied, "pod_cidrs": assigned, "server": version.get("gitVersion")}
+
+
+NODE_REGISTRATION_WAIT_S = 120.0
+
+
+def register_pod_cidrs(spec: ClusterSpec, kubeconfig: bytes) -> dict[str, str]:
+    """Each worker's Node gets the spec's pod range once its kubelet has registered it (a bounded wait)."""
+    import time
+
+    from groundup.bootstrap.addons import pod_cidr_patches
+    from groundup.cluster_api import kubectl
+
+    logger = get_run_logger()
+    deadline = time.monotonic() + NODE_REGISTRATION_WAIT_S
+    assigned: dict[str, str] = {}
+    while True:
+        listed = kubectl(kubeconfig, "get", "nodes", "-o", "json")
+        patches, missing, conflicts = pod_cidr_patches(spec, listed.stdout.decode() if listed.returncode == 0 else "")
+        if conflicts:
+            raise RuntimeError("pod CIDRs: " + "; ".join(conflicts))
+        for name, patch in patches.items():
+            done = kubectl(kubeconfig, "patch", "node", name, "--type", "merge", "-p", patch)
+            if done.returncode != 0:
+                raise RuntimeError(f"pod CIDR of node {name}: {done.stderr.decode(errors='replace').strip()}")
+            assigned[name] = json.loads(patch)["spec"]["podCIDR"]
+            logger.info("node %s: podCIDR %s (the spec's range for it)", name, assigned[name])
+        if not missing:
+            return assigned
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"kubelet never registered within {NODE_REGISTRATION_WAIT_S:.0f} s: "
+                               + ", ".join(missing) + " (see `journalctl -u kubelet` on each)")
+        time.sleep(2.0)
 
 
 def bootstrap_phase(spec: ClusterSpec, api_endpoint: str, instances: dict[str, dict]) -> dict:

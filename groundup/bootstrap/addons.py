@@ -3,6 +3,8 @@ and the DNS add-on): the apiserver -> kubelet RBAC, then CoreDNS serving the spe
 
 from __future__ import annotations
 
+import json
+
 from groundup.bootstrap.render import to_yaml_documents
 from groundup.spec import ClusterSpec
 
@@ -37,6 +39,33 @@ def apiserver_to_kubelet_rbac() -> list[dict]:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": APISERVER_USER}],
         },
     ]
+
+
+def pod_cidr_patches(spec: ClusterSpec, nodes_json: str) -> tuple[dict[str, str], list[str], list[str]]:
+    """What makes each worker's Node carry the spec's pod range (the one its CNI bridge hands out and the
+    VPC routes to it), read from `kubectl get nodes -o json`.
+
+    Returns (node name -> merge patch for a Node whose podCIDR is still empty, workers not registered
+    yet, conflicts). The controller-manager allocates no ranges itself (`--allocate-node-cidrs=false`):
+    it would hand them out in registration order, not the spec's. A podCIDR, once set, cannot change, so
+    a Node holding another range is a conflict to report, never to patch.
+    """
+    items = {n["metadata"]["name"]: n for n in json.loads(nodes_json or "{}").get("items", [])}
+    patches, missing, conflicts = {}, [], []
+    for worker in spec.workers:
+        node = items.get(worker.hostname)
+        if node is None:
+            missing.append(f"{worker.short_name} ({worker.hostname})")
+            continue
+        wanted = str(worker.pod_cidr)
+        current = node.get("spec", {}).get("podCIDR")
+        if not current:
+            patches[worker.hostname] = json.dumps({"spec": {"podCIDR": wanted, "podCIDRs": [wanted]}})
+        elif current != wanted:
+            conflicts.append(f"{worker.short_name}: its Node {worker.hostname} has podCIDR {current}, the spec "
+                             f"gives it {wanted} (a podCIDR cannot change: delete the Node object and restart "
+                             "its kubelet to register it again)")
+    return patches, missing, conflicts
 
 
 def corefile(spec: ClusterSpec) -> str:

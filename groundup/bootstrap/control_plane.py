@@ -97,12 +97,6 @@ def apiserver_unit(spec: ClusterSpec, master: Node, api_endpoint: str) -> Unit:
     )
 
 
-def node_cidr_mask_size(spec: ClusterSpec) -> int:
-    """The prefix length of the workers' pod ranges (24 by default)."""
-    sizes = {w.pod_cidr.prefixlen for w in spec.workers if w.pod_cidr is not None}
-    return sizes.pop() if len(sizes) == 1 else 24
-
-
 def controller_manager_unit(spec: ClusterSpec, master: Node) -> Unit:
     ca = distributed(master, "pki/ca.pem")
     ca_key = distributed(master, "pki/ca-key.pem")
@@ -110,9 +104,8 @@ def controller_manager_unit(spec: ClusterSpec, master: Node) -> Unit:
     kubeconfig = distributed(master, "kubeconfigs/kube-controller-manager.kubeconfig")
     flags = {
         "bind-address": "127.0.0.1",
-        "allocate-node-cidrs": "true",
+        "allocate-node-cidrs": "false",
         "cluster-cidr": str(spec.pod_cidr),
-        "node-cidr-mask-size": str(node_cidr_mask_size(spec)),
         "cluster-name": spec.name,
         "cluster-signing-cert-file": ca,
         "cluster-signing-key-file": ca_key,

@@ -51,3 +51,15 @@ def test_a_teardown_killed_midway_and_run_again_leaves_nothing(sandbox: Sandbox)
     result = chaos.run_case("teardown-killed", chaos.case_teardown_killed, sandbox.state)
     assert result.ending == "killed, re-run completed", _explain(result)
     assert result.ok, _explain(result)
+
+
+def test_an_api_server_stopped_on_one_master_leaves_the_api_answering_through_the_load_balancer(sandbox: Sandbox) -> None:
+    result = chaos.run_case("apiserver-down", chaos.case_apiserver_down, sandbox.state)
+    assert result.ending == "served throughout, smoke passed", _explain(result)
+    assert result.ok, _explain(result)
+
+
+def test_an_etcd_member_stopped_leaves_reads_and_writes_working(sandbox: Sandbox) -> None:
+    result = chaos.run_case("etcd-member-down", chaos.case_etcd_member_down, sandbox.state)
+    assert result.ending == "served, smoke passed" and result.message.startswith("10 of 10"), _explain(result)
+    assert result.ok, _explain(result)

@@ -115,7 +115,7 @@ class Cloud:
 @pytest.fixture(scope="module")
 def cloud(sandbox: Sandbox):
     cloud = Cloud(sandbox)
-    cloud.clear("10.240.0.50", "10.240.0.60", "10.240.0.61")
+    cloud.clear("10.240.0.50", "10.240.0.51", "10.240.0.60", "10.240.0.61")
     yield cloud
     cloud.terminate_all()
 
@@ -150,9 +150,44 @@ def test_nodes_can_set_their_own_network_sysctls_but_not_the_hosts(sandbox: Sand
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == host_forwarding
     assert sandbox.node_exec("10.240.0.50", "sysctl", "-w", "kernel.panic=5").returncode != 0
     tools = sandbox.node_exec("10.240.0.50", "sh", "-c",
-                              "iptables -t nat -S >/dev/null && python3 -c 'import yaml, cryptography' && "
+                              "iptables -t nat -S >/dev/null && python3 -c 'import json, urllib.request' && "
                               "test -d /var/lib/containerd && echo ok")
     assert tools.stdout.strip() == "ok", tools.stderr
+
+
+def test_each_node_gets_what_an_instance_has_its_own_cgroup_kmsg_and_kubelets_kernel_values(
+        sandbox: Sandbox, cloud: Cloud) -> None:
+    """Two nodes' units sit in different cgroups, only in the controller-less hierarchies; /dev/kmsg is
+    there and the kernel values kubelet sets read as it wants them, read-only, the host's untouched."""
+    from sandbox.nodes import CGROUP_PARENT
+
+    second = "10.240.0.51"
+    instance = cloud.launch(second)
+    wait_for(lambda: sshd_answers(second), 60, f"sshd on {second}")
+    cgroups = {}
+    for ip in ("10.240.0.50", second):
+        pid = cloud.node(ip)["pid"]
+        lines = dict(line.split(":", 2)[1:] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines())
+        name = f"ip-{ip.replace('.', '-')}"
+        assert lines[""].startswith(f"/{CGROUP_PARENT}/{name}/"), lines
+        assert lines["name=systemd"].startswith(f"/{CGROUP_PARENT}/{name}/"), lines
+        assert not any(lines[k].startswith(f"/{CGROUP_PARENT}") for k in lines if k not in ("", "name=systemd"))
+        sshd = sandbox.node_exec(ip, "cat", "/sys/fs/cgroup/system.slice/ssh.service/cgroup.procs").stdout.split()
+        cgroups[ip] = set(sshd)
+        assert sshd, f"{ip}: sshd runs in its own node's ssh.service cgroup"
+    assert Path(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}/ip-10-240-0-50").is_dir()
+    host_panic = Path("/proc/sys/kernel/panic").read_text()
+    for ip in ("10.240.0.50", second):
+        shown = sandbox.node_exec(ip, "sh", "-c", "test -c /dev/kmsg && cat /proc/sys/vm/overcommit_memory "
+                                  "/proc/sys/kernel/panic /proc/sys/kernel/panic_on_oops").stdout.split()
+        assert shown == ["1", "10", "1"], shown
+        assert sandbox.node_exec(ip, "sh", "-c", "echo 5 > /proc/sys/kernel/panic").returncode != 0
+        assert sandbox.node_exec(ip, "cat", "/sys/fs/cgroup/cgroup.controllers").stdout.strip() == ""
+    assert Path("/proc/sys/kernel/panic").read_text() == host_panic
+    cloud.ec2.terminate_instances(InstanceIds=[instance])
+    wait_for(lambda: second not in sandbox.nodes(), 60, f"node at {second} gone")
+    wait_for(lambda: not Path(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}/ip-10-240-0-51").exists(), 30,
+             "the terminated node's cgroup removed")
 
 
 def test_stop_and_start_keep_the_disk_and_the_host_key(sandbox: Sandbox, cloud: Cloud) -> None:
@@ -295,7 +330,7 @@ def test_status_lists_instances_nodes_routes_and_the_mirror(sandbox: Sandbox, cl
         assert instance in result.stdout
     assert "node ip-10-240-0-61 running, sshd up" in result.stdout
     assert "on 10.240.0.61: 10.250.60.0/24 via 10.240.0.60" in result.stdout
-    assert "etcd" in result.stdout and "placeholder for kubelet" in result.stdout
+    assert "etcd" in result.stdout and "built from k8s.io/kubernetes@v1.37.2 with go1.26.8" in result.stdout
 
 
 def test_down_leaves_nothing_with_nodes_running_stopped_and_routed_then_up_again(

@@ -102,12 +102,11 @@ def apiserver_expectations(m: Node) -> dict:
 def controller_manager_expectations(m: Node) -> dict:
     ca = distributed(m, "pki/ca.pem")
     return {
-        "cluster-cidr": str(SPEC.pod_cidr), "allocate-node-cidrs": "true", "service-cluster-ip-range": str(SPEC.service_cidr),
+        "cluster-cidr": str(SPEC.pod_cidr), "allocate-node-cidrs": "false", "service-cluster-ip-range": str(SPEC.service_cidr),
         "cluster-signing-cert-file": ca, "cluster-signing-key-file": distributed(m, "pki/ca-key.pem"),
         "root-ca-file": ca, "service-account-private-key-file": distributed(m, "pki/service-account-key.pem"),
         "kubeconfig": distributed(m, "kubeconfigs/kube-controller-manager.kubeconfig"),
         "leader-elect": "true", "use-service-account-credentials": "true",
-        "node-cidr-mask-size": str(WORKER.pod_cidr.prefixlen),
     }
 
 
@@ -401,3 +400,20 @@ def test_a_changed_field_changes_only_the_files_that_depend_on_it():
     before = set(plan_of(MASTER).files)
     changed = {f.path for f in node_plan(wider, MASTER, API).files if f not in before}
     assert changed == {"/etc/systemd/system/kube-apiserver.service", "/etc/systemd/system/kube-controller-manager.service"}
+
+
+def test_each_workers_node_gets_the_spec_pod_range_once_registered_and_a_different_one_is_a_conflict():
+    from groundup.bootstrap.addons import pod_cidr_patches
+
+    def node(name, cidr=None):
+        return {"metadata": {"name": name}, "spec": {"podCIDR": cidr} if cidr else {}}
+
+    first, second = SPEC.workers
+    patches, missing, conflicts = pod_cidr_patches(SPEC, json.dumps({"items": [node(first.hostname)]}))
+    assert json.loads(patches[first.hostname]) == {"spec": {"podCIDR": "10.200.7.0/24", "podCIDRs": ["10.200.7.0/24"]}}
+    assert missing == [f"worker-1 ({second.hostname})"] and conflicts == []
+    done = json.dumps({"items": [node(first.hostname, "10.200.7.0/24"), node(second.hostname, "10.200.8.0/24")]})
+    patches, missing, conflicts = pod_cidr_patches(SPEC, done)
+    assert patches == {} and missing == []
+    assert conflicts[0].startswith(f"worker-1: its Node {second.hostname} has podCIDR 10.200.8.0/24, the spec gives it "
+                                   "10.200.9.0/24")
