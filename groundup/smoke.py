@@ -238,6 +238,18 @@ def judge_kubelet_rbac(found: dict[str, bool]) -> Check:
     return failed(name, Where.real, "missing: " + ", ".join(missing)) if missing else passed(name, Where.real)
 
 
+def judge_resource_limits(notes: dict[str, str]) -> Check:
+    """What each worker's node-prep decided from its cgroup controllers: a worker that cannot enforce CPU and
+    memory limits is reported, plainly, as not run (it is the machine's limit, not a fault of the build)."""
+    name = "resource limits (CPU, memory) enforced on every worker"
+    lacking = sorted(node for node, note in notes.items() if note.startswith("resource limits not enforced"))
+    if lacking:
+        why = notes[lacking[0]].split(" (missing", 1)[0]
+        return not_run(name, Where.real, f"{why}: {', '.join(lacking)}")
+    unknown = sorted(node for node, note in notes.items() if note != "enforced")
+    return failed(name, Where.real, f"not decided on {', '.join(unknown)}") if unknown else passed(name, Where.real)
+
+
 def judge_kube_proxies(spec: ClusterSpec, healthz: dict[str, str]) -> Check:
     """Each worker's kube-proxy answers its /healthz (200 only once it has synced with the API)."""
     name = "kube-proxy on every worker synced with the API (/healthz)"

@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 
 from groundup import smoke
 from groundup.admin_kubeconfig import ADMIN_KUBECONFIG
+from groundup.bootstrap.layout import RESOURCE_LIMITS_NOTE
 from groundup.smoke import Check, Status, Where, failed, not_run, passed
 from groundup.spec import ClusterSpec, Node, Role, node_by_name
 from groundup.ssh import RemoteFile
@@ -148,6 +149,7 @@ def _worker_checks(session, image: str, archive: bytes) -> dict:
     """kube-proxy's health, a container from the locally imported image, then a pod with its address
     (the pod stays for the ping)."""
     out: dict = {}
+    out["resource_limits"] = _sh(session, f"cat {RESOURCE_LIMITS_NOTE} 2>/dev/null || echo unknown")[1].strip()
     deadline = time.monotonic() + KUBE_PROXY_WAIT_S
     while True:
         out["kube_proxy_healthz"] = _sh(session, KUBE_PROXY_HEALTHZ)[1].strip()[-80:]
@@ -340,6 +342,7 @@ def node_checks(spec: ClusterSpec, nodes: dict[str, dict], api: dict, pods: dict
                   else passed(name, Where.real, f"{len(nodes)} nodes"))
     workers = [nodes[w.short_name] for w in spec.workers if w.short_name in nodes]
     checks.append(smoke.judge_kube_proxies(spec, {w["node"]: w.get("kube_proxy_healthz", "") for w in workers}))
+    checks.append(smoke.judge_resource_limits({w["node"]: w.get("resource_limits", "") for w in workers}))
     name = "containerd on every worker runs a container from a locally imported image"
     bad = [f"{w['node']}: {w.get('container')}" for w in workers if w.get("container") != "ok"]
     checks.append(failed(name, Where.real, "; ".join(bad)) if bad or not workers

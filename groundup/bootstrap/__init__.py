@@ -15,8 +15,9 @@ from groundup.bootstrap import control_plane, etcd, workers
 from groundup.bootstrap.layout import (AUDIT_LOG, AUDIT_LOG_DIR, AUDIT_POLICY, CNI_BRIDGE_CONF, CNI_LOOPBACK_CONF,
                                        CONTAINERD_CONFIG, CONTAINERD_DROP_INS, CONTAINERD_SOCKET, CRICTL_CONFIG,
                                        ETCD_DATA_DIR, KUBE_PROXY_CONFIG,
-                                       KUBELET_CONFIG, KUBELET_RESOLV_CONF, MODULES_LOAD, SCHEDULER_CONFIG,
-                                       SYSCTL_CONF)
+                                       KUBELET_CONFIG, KUBELET_DROP_INS, KUBELET_NO_CGROUP_CONTROLLERS,
+                                       KUBELET_NO_CGROUP_DROP_IN, KUBELET_RESOLV_CONF, MODULES_LOAD,
+                                       RESOURCE_LIMITS_NOTE, SCHEDULER_CONFIG, SYSCTL_CONF)
 from groundup.bootstrap.units import Unit
 from groundup.spec import ClusterSpec, Node, Role
 
@@ -93,6 +94,7 @@ def worker_configs(spec: ClusterSpec, worker: Node) -> list[RenderedFile]:
         RenderedFile(SYSCTL_CONF, workers.sysctl_conf()),
         RenderedFile(CONTAINERD_CONFIG, workers.containerd_config(spec)),
         RenderedFile(CRICTL_CONFIG, workers.crictl_config()),
+        RenderedFile(KUBELET_NO_CGROUP_CONTROLLERS, workers.no_cgroup_controllers_config()),
         RenderedFile(CNI_BRIDGE_CONF, workers.bridge_conf(worker)),
         RenderedFile(CNI_LOOPBACK_CONF, workers.loopback_conf()),
         RenderedFile(KUBELET_CONFIG, workers.kubelet_config(spec, worker)),
@@ -114,8 +116,9 @@ def node_plan(spec: ClusterSpec, node: Node, api_endpoint: str) -> NodePlan:
         made = {AUDIT_LOG: "kube-apiserver"}
     else:
         configs = worker_configs(spec, node)
-        dirs = (NodeDir(CONTAINERD_DROP_INS, 0o755),)
-        made = {CONTAINERD_SOCKET: "containerd", KUBELET_RESOLV_CONF: workers.NODE_PREP}
+        dirs = (NodeDir(CONTAINERD_DROP_INS, 0o755), NodeDir(KUBELET_DROP_INS, 0o755))
+        made = {CONTAINERD_SOCKET: "containerd", KUBELET_RESOLV_CONF: workers.NODE_PREP,
+                KUBELET_NO_CGROUP_DROP_IN: workers.NODE_PREP, RESOURCE_LIMITS_NOTE: workers.NODE_PREP}
     files = tuple(configs) + tuple(RenderedFile(u.path, u.text().encode(), UNIT_MODE) for u in units)
     return NodePlan(
         node=node.short_name,

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from groundup.bootstrap.layout import (CNI_BIN_DIR, CNI_BRIDGE_CONF, CNI_CONF_DIR, CNI_LOOPBACK_CONF,
                                        CONTAINERD_CONFIG, CONTAINERD_DROP_INS, CONTAINERD_SOCKET, KUBE_PROXY_CONFIG, KUBELET_CONFIG,
-                                       KUBELET_RESOLV_CONF, MODULES_LOAD, RUNC, SYSCTL_CONF, binary, cni_plugin,
+                                       KUBELET_DROP_INS, KUBELET_NO_CGROUP_CONTROLLERS,
+                                       KUBELET_NO_CGROUP_DROP_IN, KUBELET_RESOLV_CONF, MODULES_LOAD,
+                                       RESOURCE_LIMITS_NOTE, RUNC, SYSCTL_CONF, binary, cni_plugin,
                                        distributed)
 from groundup.bootstrap.render import to_json, to_toml, to_yaml
 from groundup.bootstrap.units import Unit, quote
@@ -36,8 +38,35 @@ def sysctl_conf() -> bytes:
     return ("".join(f"{'' if required else '-'}{key} = {value}\n" for key, value, required in SYSCTLS)).encode()
 
 
+CGROUP_CONTROLLERS = ("cpu", "memory", "pids")
+"""What kubelet's QoS cgroups and node-allocatable enforcement write to (cpu.weight, memory.low, pids.max)."""
+NO_LIMITS = "resource limits not enforced: this machine has no cgroup controllers"
+
+
+def no_cgroup_controllers_config() -> bytes:
+    """The kubelet drop-in for a node whose cgroup2 root lacks CGROUP_CONTROLLERS: no QoS cgroups and no
+    node-allocatable enforcement (each needs those controllers; without them kubelet exits at restart with
+    `memory.low can't be set: controller "memory" not available`). Nothing else differs."""
+    return to_yaml({"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+                    "cgroupsPerQOS": False, "enforceNodeAllocatable": []})
+
+
+def resource_limits_check() -> str:
+    """Shell run at every boot: with cgroup v2 at /sys/fs/cgroup and a controller of CGROUP_CONTROLLERS
+    missing, kubelet gets the no-controllers drop-in and the node says so loudly; otherwise (an EC2
+    instance: controllers present, or cgroup v1) the drop-in is removed and kubelet manages resources fully."""
+    wanted = " ".join(CGROUP_CONTROLLERS)
+    return (f"mkdir -p {KUBELET_DROP_INS} /run/groundup; missing=''; "
+            f"if [ -f /sys/fs/cgroup/cgroup.controllers ]; then for c in {wanted}; do "
+            f"grep -qw $c /sys/fs/cgroup/cgroup.controllers || missing=\"$missing $c\"; done; fi; "
+            f"if [ -n \"$missing\" ]; then cp {KUBELET_NO_CGROUP_CONTROLLERS} {KUBELET_NO_CGROUP_DROP_IN}; "
+            f"echo \"{NO_LIMITS} (missing:$missing)\" | tee {RESOURCE_LIMITS_NOTE} >&2; "
+            f"else rm -f {KUBELET_NO_CGROUP_DROP_IN}; echo enforced > {RESOURCE_LIMITS_NOTE}; fi")
+
+
 def node_prep_unit() -> Unit:
-    """Swap off, modules and sysctls, and the resolv.conf kubelet hands to pods, at every boot.
+    """Swap off, modules and sysctls, the resolv.conf kubelet hands to pods, and the decision whether this
+    machine can enforce resource limits, at every boot.
 
     Each kernel step may fail without failing the unit (a container's kernel refuses them). Pods get
     systemd-resolved's upstream list where resolved runs (its 127.0.0.53 stub would loop CoreDNS),
@@ -50,12 +79,13 @@ def node_prep_unit() -> Unit:
         description="Kernel settings for Kubernetes workers: swap off, overlay, br_netfilter, ip_forward",
         documentation="https://kubernetes.io/docs/setup/production-environment/container-runtimes/",
         command=None,
-        reads=frozenset({MODULES_LOAD, SYSCTL_CONF}),
+        reads=frozenset({MODULES_LOAD, SYSCTL_CONF, KUBELET_NO_CGROUP_CONTROLLERS}),
         service=(("Type", "oneshot"), ("RemainAfterExit", "yes"),
                  ("ExecStart", "-/sbin/swapoff -a"),
                  ("ExecStart", f"-/lib/systemd/systemd-modules-load {MODULES_LOAD}"),
                  ("ExecStart", f"-/lib/systemd/systemd-sysctl {SYSCTL_CONF}"),
-                 ("ExecStart", f"/bin/sh -c {quote(link)}")),
+                 ("ExecStart", f"/bin/sh -c {quote(link)}"),
+                 ("ExecStart", f"/bin/sh -c {quote(resource_limits_check())}")),
         after=("swap.target", "systemd-modules-load.service", "systemd-sysctl.service"),
     )
 
@@ -194,9 +224,11 @@ def kubelet_unit(worker: Node) -> Unit:
         description="Kubernetes Kubelet",
         documentation=DOCS,
         command=binary("kubelet"),
-        flags={"config": KUBELET_CONFIG, "kubeconfig": kubeconfig, "register-node": "true",
+        flags={"config": KUBELET_CONFIG, "config-dir": KUBELET_DROP_INS, "kubeconfig": kubeconfig,
+               "register-node": "true",
                "hostname-override": worker.hostname, "node-ip": str(worker.private_ip), "v": "2"},
-        reads=frozenset({KUBELET_CONFIG, kubeconfig, cert, key, distributed(worker, "pki/ca.pem")}),
+        reads=frozenset({KUBELET_CONFIG, KUBELET_NO_CGROUP_CONTROLLERS, kubeconfig, cert, key,
+                         distributed(worker, "pki/ca.pem")}),
         after=("containerd.service", f"{NODE_PREP}.service"),
         wants=("containerd.service", f"{NODE_PREP}.service"),
     )
