@@ -417,3 +417,8 @@ def test_each_workers_node_gets_the_spec_pod_range_once_registered_and_a_differe
     assert patches == {} and missing == []
     assert conflicts[0].startswith(f"worker-1: its Node {second.hostname} has podCIDR 10.200.8.0/24, the spec gives it "
                                    "10.200.9.0/24")
+
+
+def test_the_api_server_is_killed_15_s_after_a_stop_not_left_waiting_a_minute_for_watches():
+    text = plan_of(MASTER).unit_file("kube-apiserver").data.decode()
+    assert "TimeoutStopSec=15" in text.splitlines()
