@@ -14,6 +14,8 @@ import shlex
 from dataclasses import asdict, dataclass
 from enum import Enum
 
+from groundup.bootstrap.layout import distributed
+from groundup.kubeconfig import API_PORT
 from groundup.spec import ClusterSpec, Node
 
 
@@ -206,6 +208,26 @@ def judge_api(spec: ClusterSpec, livez: str, readyz: str, version: dict) -> list
     checks.append(passed(name, Where.real, got) if got == wanted
                   else failed(name, Where.real, f"{got or 'no answer'}, wanted {wanted}"))
     return checks
+
+
+def local_readyz_command(master: Node) -> str:
+    """On a master: its own API server's /readyz over TLS, its certificate verified against the cluster CA
+    (through the NLB a broken master only shows as a failed request on some other check)."""
+    code = ("import ssl, sys, urllib.request\n"
+            "try:\n"
+            f" ctx = ssl.create_default_context(cafile={distributed(master, 'pki/ca.pem')!r})\n"
+            f" print(urllib.request.urlopen('https://127.0.0.1:{API_PORT}/readyz', context=ctx, timeout=5).status)\n"
+            "except Exception as exc:\n"
+            " print(type(exc).__name__, str(exc)[:160])")
+    return "python3 -c " + shlex.quote(code)
+
+
+def judge_local_api_servers(spec: ClusterSpec, answers: dict[str, str]) -> Check:
+    """Every master's own API server answered /readyz with 200 and a certificate from the cluster CA."""
+    name = "each master's API server is ready and serves a certificate from the cluster CA"
+    bad = [f"{m.short_name}: {answers.get(m.short_name) or 'not checked'}" for m in spec.masters
+           if answers.get(m.short_name) != "200"]
+    return failed(name, Where.real, "; ".join(bad)) if bad else passed(name, Where.real, f"{len(spec.masters)} masters")
 
 
 LEASES = ("kube-controller-manager", "kube-scheduler")

@@ -133,7 +133,15 @@ def _master_checks(spec: ClusterSpec, master: Node, session) -> dict:
         out["etcd_health"] = smoke.parse_endpoint_health(health)
     except ValueError:
         out["etcd_health"] = smoke.health_from_failure(spec, health + err)
-    return out
+    deadline = time.monotonic() + APISERVER_READY_WAIT_S  # a just (re)started API server needs a few seconds
+    while True:
+        out["apiserver_readyz"] = _sh(session, smoke.local_readyz_command(master))[1].strip()[-200:]
+        if out["apiserver_readyz"] == "200" or time.monotonic() > deadline:
+            return out
+        time.sleep(1.0)
+
+
+APISERVER_READY_WAIT_S = 60.0
 
 
 POD_IP_WAIT_S = 10.0
@@ -340,6 +348,7 @@ def node_checks(spec: ClusterSpec, nodes: dict[str, dict], api: dict, pods: dict
     name = "every unit active on every node, none restarting"
     checks.append(failed(name, Where.real, "; ".join(problems)) if problems
                   else passed(name, Where.real, f"{len(nodes)} nodes"))
+    checks.append(smoke.judge_local_api_servers(spec, {m["node"]: m.get("apiserver_readyz", "") for m in masters}))
     workers = [nodes[w.short_name] for w in spec.workers if w.short_name in nodes]
     checks.append(smoke.judge_kube_proxies(spec, {w["node"]: w.get("kube_proxy_healthz", "") for w in workers}))
     checks.append(smoke.judge_resource_limits({w["node"]: w.get("resource_limits", "") for w in workers}))

@@ -3,7 +3,8 @@ sandbox cluster with one fault, checks how the build ended, tears it down and ch
 the cluster is left in moto or on this machine. AWS faults come through the fault proxy the build's
 AWS_ENDPOINT_URL points at; node faults are done on the nodes; process faults with SIGKILL.
 
-The phases are limited to those the fault touches, so the five cases take about three minutes."""
+The phases are limited to those the fault touches; the two control-plane faults build the whole cluster
+with the real components and probe the API through the NLB while one master's API server or etcd is down."""
 
 from __future__ import annotations
 
@@ -55,11 +56,13 @@ def test_a_teardown_killed_midway_and_run_again_leaves_nothing(sandbox: Sandbox)
 
 def test_an_api_server_stopped_on_one_master_leaves_the_api_answering_through_the_load_balancer(sandbox: Sandbox) -> None:
     result = chaos.run_case("apiserver-down", chaos.case_apiserver_down, sandbox.state)
+    print(f"\napiserver-down: {result.message}; {'; '.join(result.notes[:-1])}")
     assert result.ending == "served throughout, smoke passed", _explain(result)
     assert result.ok, _explain(result)
 
 
 def test_an_etcd_member_stopped_leaves_reads_and_writes_working(sandbox: Sandbox) -> None:
     result = chaos.run_case("etcd-member-down", chaos.case_etcd_member_down, sandbox.state)
+    print(f"\netcd-member-down: {result.message}")
     assert result.ending == "served, smoke passed" and result.message.startswith("10 of 10"), _explain(result)
     assert result.ok, _explain(result)

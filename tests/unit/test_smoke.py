@@ -199,3 +199,12 @@ def test_report_names_where_each_check_ran():
     assert "| units | real | failed | master-0: etcd is failed/failed |" in report
     assert "| DNS | real | not run | smoke_workloads is off |" in report
     assert [c.name for c in smoke.failures(checks)] == ["units"]
+
+
+def test_each_masters_own_api_server_is_checked_behind_its_cluster_ca_certificate():
+    command = smoke.local_readyz_command(SPEC.masters[0])
+    assert "/var/lib/kubernetes/ca.pem" in command and "https://127.0.0.1:6443/readyz" in command
+    check = smoke.judge_local_api_servers(SPEC, {"master-0": "200", "master-1": "200",
+                                                 "master-2": "SSLCertVerificationError certificate verify failed"})
+    assert check.status is Status.failed and check.detail == "master-2: SSLCertVerificationError certificate verify failed"
+    assert smoke.judge_local_api_servers(SPEC, {f"master-{i}": "200" for i in range(3)}).status is Status.passed
