@@ -27,6 +27,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -370,7 +371,8 @@ class LoadBalancers:
                  claim_address: Callable[[str], None] | None = None,
                  release_address: Callable[[str], None] | None = None,
                  limits: HealthCheckLimits = HealthCheckLimits(),
-                 haproxy: str = "haproxy", start_timeout_s: float = 5.0) -> None:
+                 haproxy: str | None = None, start_timeout_s: float = 5.0) -> None:
+        haproxy = haproxy or shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin") or "haproxy"
         self.run_dir = Path(run_dir)
         longest = LbFiles(self.run_dir.resolve(), "f" * 16).master
         if len(str(longest).encode()) > MAX_SOCKET_PATH:
