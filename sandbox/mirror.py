@@ -91,11 +91,7 @@ def line_components(kubernetes_version: str) -> list[tuple[str, str]]:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return install_releases.file_sha256(str(path))
 
 
 def _tar_gz(members: list[tuple[str, Path | bytes]], directories: list[str]) -> bytes:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
+from groundup.node_scripts.install_releases import file_sha256
 from sandbox import recipes
 from sandbox.recipes import ModuleBuild, Recipe
 
@@ -209,7 +210,7 @@ class ReleaseBuilder:
                 for build in recipe.builds:
                     self._module_build(recipe, build, staging, log_file, started)
             versions = self._check_versions(recipe, staging)
-            files = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
+            files = {p.name: file_sha256(str(p)) for p in sorted(staging.iterdir()) if p.is_file()}
             stamp = {"component": recipe.component, "version": recipe.version, "go": GO_PIN,
                      "builder_revision": recipes.BUILDER_REVISION, "seconds": round(time.monotonic() - started, 1),
                      "files": files, "versions": versions, "notes": list(recipe.notes),
@@ -332,14 +333,6 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text[-lines:])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
