@@ -14,7 +14,7 @@ import yaml
 from groundup.bootstrap import NodePlan, node_plan, node_units
 from groundup.bootstrap.addons import cluster_manifests
 from groundup.distribution import node_layout
-from groundup.kube_flags import known_flags
+from groundup.kube_flags import available_minors, known_flags
 from groundup.releases import role_releases
 from groundup.spec import ClusterSpec, Node, Role
 
@@ -161,6 +161,19 @@ K8S_UNITS = [pytest.param(n, u, id=u) for n, u in [(MASTER, "kube-apiserver"), (
 def test_every_flag_is_one_the_real_component_accepts(node, unit):
     unknown = set(unit_flags(node, unit)) - known_flags(unit, SPEC.kubernetes_version)
     assert not unknown, f"{unit} {SPEC.kubernetes_version} has no flag(s) {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("minor", available_minors())
+def test_what_is_rendered_for_each_minor_with_flag_data_uses_only_that_releases_flags(minor):
+    """A flag a newer or older minor removed must not be rendered for it (tables from the real --help)."""
+    from groundup.versions import LINES
+
+    spec = SPEC.model_copy(update={"kubernetes_version": LINES[minor].latest})
+    for node, unit in [(spec.masters[1], "kube-apiserver"), (spec.masters[1], "kube-controller-manager"),
+                       (spec.masters[1], "kube-scheduler"), (spec.workers[1], "kubelet"), (spec.workers[1], "kube-proxy")]:
+        flags = flags_of(node_plan(spec, node, API).unit_file(unit).data.decode())
+        unknown = set(flags) - known_flags(unit, spec.kubernetes_version)
+        assert not unknown, f"{unit} {spec.kubernetes_version} has no flag(s) {sorted(unknown)}"
 
 
 # --- configs: parse, apiVersion/kind, the fields each component needs -------------------------------
