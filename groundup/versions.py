@@ -14,14 +14,14 @@ Where each default comes from (read from each release's own module, 2026-12-04):
 - containerd: the newest patch of the newest series containerd's RELEASES.md lists for that minor
   ("Kubernetes Support"); accepted: the 2.x series it lists (groundup renders config version 3).
 - runc: what that containerd tests with (its script/setup/runc-version).
-- crictl: what that containerd tests with (its script/setup/critools-version): cri-tools' minor
-  follows Kubernetes' minor.
+- crictl: what that containerd tests with (its script/setup/critools-version; for 1.35, whose containerd
+  tests an older one, build/dependencies.yaml): cri-tools' minor follows Kubernetes' minor.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 
@@ -53,7 +53,6 @@ class KubernetesLine:
     crictl: Component
     coredns: Component
     pause: str
-    sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def component(self, spec_field: str) -> Component:
         return getattr(self, spec_field.removesuffix("_version"))
@@ -67,41 +66,37 @@ _CNI = ("1.6", "1.7", "1.8", "1.9", "1.10")
 _COREDNS = ("1.12", "1.13", "1.14", "1.15")
 
 LINES: dict[str, KubernetesLine] = {
+    # kubeadm DefaultEtcdVersion 3.7.0-0; containerd RELEASES.md 1.37 -> 2.4.0+, 2.3.0+; runc and crictl from
+    # containerd v2.4.2's script/setup.
     "1.37": KubernetesLine(
         minor="1.37", latest="1.37.2",
         etcd=Component("3.7.4", _ETCD), containerd=Component("2.4.2", ("2.3", "2.4")),
         runc=Component("1.5.2", ("1.4", "1.5")), cni_plugins=Component("1.9.1", _CNI),
         crictl=Component("1.37.0", ("1.36", "1.37")), coredns=Component("1.14.6", _COREDNS), pause="3.10.2",
-        sources={"etcd": "kubeadm DefaultEtcdVersion 3.7.0-0, newest 3.7 patch",
-                 "containerd": "containerd RELEASES.md: 1.37 -> 2.4.0+, 2.3.0+",
-                 "runc": "containerd v2.4.2 script/setup/runc-version", "cni_plugins": "build/dependencies.yaml cni",
-                 "crictl": "containerd v2.4.2 script/setup/critools-version",
-                 "coredns": "kubeadm CoreDNSVersion", "pause": "kubeadm PauseVersion"},
     ),
+    # kubeadm 3.6.8-0; containerd 1.36 -> 2.3.0+, 2.2.0+; runc and crictl from containerd v2.3.7's script/setup.
     "1.36": KubernetesLine(
         minor="1.36", latest="1.36.3",
         etcd=Component("3.6.17", _ETCD), containerd=Component("2.3.7", ("2.2", "2.3")),
         runc=Component("1.5.2", ("1.3", "1.4", "1.5")), cni_plugins=Component("1.9.1", _CNI),
         crictl=Component("1.35.0", ("1.35", "1.36")), coredns=Component("1.14.2", _COREDNS), pause="3.10.2",
-        sources={"etcd": "kubeadm DefaultEtcdVersion 3.6.8-0, newest 3.6 patch",
-                 "containerd": "containerd RELEASES.md: 1.36 -> 2.3.0+, 2.2.0+",
-                 "runc": "containerd v2.3.7 script/setup/runc-version", "cni_plugins": "build/dependencies.yaml cni",
-                 "crictl": "containerd v2.3.7 script/setup/critools-version",
-                 "coredns": "kubeadm CoreDNSVersion", "pause": "kubeadm PauseVersion"},
     ),
+    # kubeadm 3.6.6-0; containerd 1.35 -> 2.2.0+, 2.1.5+; runc from containerd v2.2.9's script/setup,
+    # crictl from build/dependencies.yaml.
     "1.35": KubernetesLine(
         minor="1.35", latest="1.35.4",
         etcd=Component("3.6.17", _ETCD), containerd=Component("2.2.9", ("2.1", "2.2")),
         runc=Component("1.3.6", ("1.3", "1.4")), cni_plugins=Component("1.8.0", _CNI),
         crictl=Component("1.34.0", ("1.34", "1.35")), coredns=Component("1.13.1", _COREDNS), pause="3.10.1",
-        sources={"etcd": "kubeadm DefaultEtcdVersion 3.6.6-0, newest 3.6 patch",
-                 "containerd": "containerd RELEASES.md: 1.35 -> 2.2.0+, 2.1.5+",
-                 "runc": "containerd v2.2.9 script/setup/runc-version", "cni_plugins": "build/dependencies.yaml cni",
-                 "crictl": "build/dependencies.yaml crictl",
-                 "coredns": "kubeadm CoreDNSVersion", "pause": "kubeadm PauseVersion"},
     ),
 }
-DEFAULT_KUBERNETES_VERSION = LINES[max(LINES, key=lambda m: tuple(map(int, m.split("."))))].latest
+
+
+def _minor_order(minor: str) -> tuple[int, ...]:
+    return tuple(map(int, minor.split(".")))
+
+
+DEFAULT_KUBERNETES_VERSION = LINES[max(LINES, key=_minor_order)].latest
 
 
 class VersionPolicyError(ValueError):
@@ -121,7 +116,7 @@ def series(version: str) -> str:
 
 
 def window() -> str:
-    minors = sorted(LINES, key=lambda m: tuple(map(int, m.split("."))))
+    minors = sorted(LINES, key=_minor_order)
     newest = ", ".join(LINES[m].latest for m in minors)
     return f"{', '.join(minors[:-1])} and {minors[-1]} (newest patches {newest})"
 

@@ -614,7 +614,8 @@ class ApiProbe:
         made = bench.groundup("kubeconfig", str(bench.spec_path), "-o", str(self.kubeconfig), through_proxy=False)
         if made.returncode != 0:
             raise RuntimeError("groundup kubeconfig failed: " + made.stderr.strip()[-300:])
-        self.argv = [str(kubectl_path()), "--kubeconfig", str(self.kubeconfig), "--request-timeout=5s", *args]
+        self.kubectl = [str(kubectl_path()), "--kubeconfig", str(self.kubeconfig), "--request-timeout=5s"]
+        self.argv = [*self.kubectl, *args]
         self.every, self.started = every, time.monotonic()
         self.results: list[tuple[float, bool, str]] = []
         self.stop = threading.Event()
@@ -693,8 +694,7 @@ def case_etcd_member_down(bench: Bench, node: str = "master-2") -> Result:
     if built.returncode != 0:
         result.problems.append("build failed: " + first_line_naming(failure_message(built.stderr)))
         return result
-    probe = ApiProbe(bench)
-    kubectl = probe.argv[:-3]
+    kubectl = ApiProbe(bench).kubectl
     bench.node_exec(node, "systemctl", "stop", "etcd")
     bench.note(f"etcd stopped on {node}")
     ok, failures = 0, []

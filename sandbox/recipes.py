@@ -258,7 +258,7 @@ def wrapper_gomod(build: ModuleBuild, upstream_gomod: str) -> str:
 
 
 def ldflags_argument(build: ModuleBuild) -> str:
-    """The -ldflags value; Kubernetes-style `all=` is not needed since -X names full package paths."""
+    """The -ldflags value (it applies to the main package built, the only one linked)."""
     return " ".join(build.ldflags)
 
 

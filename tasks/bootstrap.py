@@ -13,6 +13,7 @@ from prefect.futures import wait
 
 from groundup.admin_kubeconfig import ADMIN_KUBECONFIG
 from groundup.aws import pod_routes
+from groundup.polling import poll
 from groundup.spec import ClusterSpec, node_by_name
 from tasks.aws import aws_task, run_step
 from tasks.nodes import boot_timeout_for, console_output_reader, fan_out, gather
@@ -85,15 +86,14 @@ NODE_REGISTRATION_WAIT_S = 120.0
 
 def register_pod_cidrs(spec: ClusterSpec, kubeconfig: bytes) -> dict[str, str]:
     """Each worker's Node gets the spec's pod range once its kubelet has registered it (a bounded wait)."""
-    import time
-
     from groundup.bootstrap.addons import pod_cidr_patches
     from groundup.cluster_api import kubectl
 
     logger = get_run_logger()
-    deadline = time.monotonic() + NODE_REGISTRATION_WAIT_S
     assigned: dict[str, str] = {}
-    while True:
+
+    def assign_registered() -> list[str]:
+        """Patch the Nodes registered so far; the workers still missing."""
         listed = kubectl(kubeconfig, "get", "nodes", "-o", "json")
         patches, missing, conflicts = pod_cidr_patches(spec, listed.stdout.decode() if listed.returncode == 0 else "")
         if conflicts:
@@ -104,12 +104,13 @@ def register_pod_cidrs(spec: ClusterSpec, kubeconfig: bytes) -> dict[str, str]:
                 raise RuntimeError(f"pod CIDR of node {name}: {done.stderr.decode(errors='replace').strip()}")
             assigned[name] = json.loads(patch)["spec"]["podCIDR"]
             logger.info("node %s: podCIDR %s (the spec's range for it)", name, assigned[name])
-        if not missing:
-            return assigned
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"kubelet never registered within {NODE_REGISTRATION_WAIT_S:.0f} s: "
-                               + ", ".join(missing) + " (see `journalctl -u kubelet` on each)")
-        time.sleep(2.0)
+        return missing
+
+    missing = poll(assign_registered, lambda left: not left, NODE_REGISTRATION_WAIT_S, interval=2.0)
+    if missing:
+        raise RuntimeError(f"kubelet never registered within {NODE_REGISTRATION_WAIT_S:.0f} s: "
+                           + ", ".join(missing) + " (see `journalctl -u kubelet` on each)")
+    return assigned
 
 
 def bootstrap_phase(spec: ClusterSpec, api_endpoint: str, instances: dict[str, dict]) -> dict:

@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 
 from groundup import smoke
 from groundup.admin_kubeconfig import ADMIN_KUBECONFIG
+from groundup.polling import poll
 from groundup.bootstrap.layout import RESOURCE_LIMITS_NOTE
 from groundup.smoke import Check, Status, Where, failed, not_run, passed
 from groundup.spec import ClusterSpec, Node, Role, node_by_name
@@ -122,7 +123,8 @@ def smoke_node(spec: ClusterSpec, node: str, address: str, instance_id: str | No
 
 
 def _master_checks(spec: ClusterSpec, master: Node, session) -> dict:
-    """etcd's members and health over mTLS, and the clients the API server logged."""
+    """etcd's members and health over mTLS, and the master's own API server ready behind its cluster-CA
+    certificate."""
     out: dict = {}
     endpoints = smoke.etcd_endpoints(spec)
     code, members, err = _sh(session, smoke.etcdctl(master, f"--endpoints={endpoints}", "member list -w json"))
@@ -133,12 +135,10 @@ def _master_checks(spec: ClusterSpec, master: Node, session) -> dict:
         out["etcd_health"] = smoke.parse_endpoint_health(health)
     except ValueError:
         out["etcd_health"] = smoke.health_from_failure(spec, health + err)
-    deadline = time.monotonic() + APISERVER_READY_WAIT_S  # a just (re)started API server needs a few seconds
-    while True:
-        out["apiserver_readyz"] = _sh(session, smoke.local_readyz_command(master))[1].strip()[-200:]
-        if out["apiserver_readyz"] == "200" or time.monotonic() > deadline:
-            return out
-        time.sleep(1.0)
+    # a just (re)started API server needs a few seconds
+    out["apiserver_readyz"] = poll(lambda: _sh(session, smoke.local_readyz_command(master))[1].strip()[-200:],
+                                   lambda answer: answer == "200", APISERVER_READY_WAIT_S)
+    return out
 
 
 APISERVER_READY_WAIT_S = 60.0
@@ -158,12 +158,8 @@ def _worker_checks(session, image: str, archive: bytes) -> dict:
     (the pod stays for the ping)."""
     out: dict = {}
     out["resource_limits"] = _sh(session, f"cat {RESOURCE_LIMITS_NOTE} 2>/dev/null || echo unknown")[1].strip()
-    deadline = time.monotonic() + KUBE_PROXY_WAIT_S
-    while True:
-        out["kube_proxy_healthz"] = _sh(session, KUBE_PROXY_HEALTHZ)[1].strip()[-80:]
-        if out["kube_proxy_healthz"] == "200" or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)
+    out["kube_proxy_healthz"] = poll(lambda: _sh(session, KUBE_PROXY_HEALTHZ)[1].strip()[-80:],
+                                     lambda answer: answer == "200", KUBE_PROXY_WAIT_S)
     session.sync([RemoteFile(IMAGE_PATH, archive, 0o600)])
     hello = f"groundup-smoke-{uuid.uuid4().hex[:8]}"
     code, said, err = _sh(session, f"{CTR} image import {IMAGE_PATH} >/dev/null && {CTR} run --rm --cpu-shares 0 "
@@ -227,7 +223,7 @@ def smoke_remove_pod(spec: ClusterSpec, node: str, address: str, instance_id: st
 
 
 WORKLOAD_CHECKS = ("a deployment runs; kubectl logs and exec work", "a NodePort answers on a worker",
-                   f"kubernetes.default resolves in a pod")
+                   "kubernetes.default resolves in a pod")
 WORKLOADS_OFF = "the spec's smoke_workloads is off (the nodes cannot pull images)"
 
 
@@ -275,24 +271,21 @@ def _nodes_ready(spec: ClusterSpec, kubeconfig: bytes) -> Check:
     """Every worker registered and Ready, waited for up to NODES_READY_WAIT_S (kubelet registers once it starts)."""
     from groundup.cluster_api import kubectl
 
-    deadline = time.monotonic() + NODES_READY_WAIT_S
-    while True:
-        check = smoke.judge_nodes_ready(spec, kubectl(kubeconfig, "get", "nodes", "-o", "json").stdout.decode() or "{}")
-        if check.status is Status.passed or time.monotonic() > deadline:
-            return check
-        time.sleep(2.0)
+    return poll(lambda: smoke.judge_nodes_ready(spec, kubectl(kubeconfig, "get", "nodes", "-o", "json")
+                                                .stdout.decode() or "{}"),
+                _passed, NODES_READY_WAIT_S, interval=2.0)
 
 
 def _leases(spec: ClusterSpec, kubeconfig: bytes) -> Check:
     from groundup.cluster_api import kubectl
 
-    deadline = time.monotonic() + LEASES_WAIT_S
-    while True:
-        check = smoke.judge_leader_leases(spec, kubectl(kubeconfig, "get", "leases", "-n", "kube-system", "-o",
-                                                        "json").stdout.decode())
-        if check.status is Status.passed or time.monotonic() > deadline:
-            return check
-        time.sleep(2.0)
+    return poll(lambda: smoke.judge_leader_leases(spec, kubectl(kubeconfig, "get", "leases", "-n", "kube-system",
+                                                                "-o", "json").stdout.decode()),
+                _passed, LEASES_WAIT_S, interval=2.0)
+
+
+def _passed(check: Check) -> bool:
+    return check.status is Status.passed
 
 
 def _workload_checks(spec: ClusterSpec, kubeconfig: bytes, worker: tuple[str, str, str | None] | None) -> list[Check]:
